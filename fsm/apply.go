@@ -1,0 +1,424 @@
+package fsm
+
+import (
+	"slices"
+	"strings"
+)
+
+// Apply applies one command at Raft index index and returns its result. It
+// validates the command completely against the state and only then changes
+// anything: a rejected command leaves the state exactly as it was, except
+// that the applied index advances and a request id remembers its answer.
+//
+// Apply is deterministic: it reads no clock, randomness, environment or node
+// identity, and nothing it returns depends on Go map order.
+func (s *State) Apply(index uint64, cmd Command) Result {
+	if index > s.applied {
+		s.applied = index
+	}
+	if err := CheckRequestID(cmd.RequestID); err != nil {
+		return Result{Index: index, Err: err}
+	}
+	if cmd.RequestID != "" {
+		if e, ok := s.requests.Get(requestEntry{id: cmd.RequestID}); ok {
+			r := *e.result
+			r.Deduped = true
+			return r
+		}
+	}
+	r := s.apply(index, cmd.Op)
+	r.Index = index
+	if cmd.RequestID != "" {
+		s.remember(cmd.RequestID, r)
+	}
+	return r
+}
+
+func (s *State) remember(id string, r Result) {
+	s.requestSeq++
+	e := requestEntry{id: id, seq: s.requestSeq, result: &r}
+	s.requests.ReplaceOrInsert(e)
+	s.requestLRU.ReplaceOrInsert(e)
+	for s.requests.Len() > MaxRequestIDs {
+		oldest, _ := s.requestLRU.DeleteMin()
+		s.requests.Delete(oldest)
+	}
+}
+
+func (s *State) apply(index uint64, op Op) Result {
+	if err := Check(op); err != nil {
+		return Result{Err: err}
+	}
+	switch op := op.(type) {
+	case *RegisterBundle:
+		return s.registerBundle(op)
+	case *LinkBundles:
+		return s.linkBundles(op)
+	case *ExtendFootprint:
+		s.extendFootprint(op)
+		return Result{}
+	case *RemoveFootprint:
+		s.removeFootprint(op)
+		return Result{}
+	case *Delegate:
+		return s.delegate(index, op)
+	case *OpenSession:
+		return s.openSession(op)
+	case *Handoff:
+		return s.handoff(index, op)
+	case *SetCapabilities:
+		s.reconfiguration = op.Reconfiguration
+		return Result{}
+	case *SeedMembership:
+		return s.seedMembership(op)
+	case *ExecuteUpgrade:
+		return s.executeUpgrade(op)
+	}
+	return Result{Err: errorf(CodeUnknownCommand, "unknown operation %T", op)}
+}
+
+func (s *State) registerBundle(op *RegisterBundle) Result {
+	in := &op.Bundle
+	if _, exists := s.Bundle(in.ID); exists {
+		return Result{Err: errorf(CodeDuplicateBundle, "register bundle `%s` failed: bundle already exists: %s", in.ID, in.ID)}
+	}
+	b := &Bundle{
+		ID:          in.ID,
+		ProtocolIDs: slices.Clone(in.ProtocolIDs),
+		Exports:     sortedSet(in.Exports),
+		Imports:     sortedSet(in.Imports),
+		Footprint: Footprint{
+			SchemaVersion: SchemaVersion,
+			Native:        sortedSessions(in.Footprint.Native),
+			DelegatedIn:   sortedSessions(in.Footprint.DelegatedIn),
+			DelegatedOut:  sortedSessions(in.Footprint.DelegatedOut),
+		},
+	}
+	s.bundles.ReplaceOrInsert(bundleEntry{bundle: b, upgrade: &UpgradeSnapshot{}})
+	return Result{Bundle: b}
+}
+
+func sortedSessions(in []SessionID) []SessionID {
+	if len(in) == 0 {
+		return nil
+	}
+	out := slices.Clone(in)
+	slices.SortFunc(out, compareSession)
+	return slices.Compact(out)
+}
+
+func (s *State) linkBundles(op *LinkBundles) Result {
+	wrap := func(err *Error) Result {
+		return Result{Err: err.wrap("link bundles `%s` + `%s` into `%s` failed: ", op.Left, op.Right, op.LinkedID)}
+	}
+	if !s.reconfiguration {
+		return Result{Err: missingCapability("bundle linking")}
+	}
+	a, ok := s.Bundle(op.Left)
+	if !ok {
+		return wrap(errorf(CodeBundleNotFound, "bundle not found: %s", op.Left))
+	}
+	b, ok := s.Bundle(op.Right)
+	if !ok {
+		return wrap(errorf(CodeBundleNotFound, "bundle not found: %s", op.Right))
+	}
+	if !a.CompatibleWith(b) || !b.CompatibleWith(a) {
+		return wrap(errorf(CodeIncompatibleInterface, "bundle interfaces are incompatible for link"))
+	}
+	if sessionsOverlap(a.Footprint.AllSessions(), b.Footprint.AllSessions()) {
+		return wrap(errorf(CodeOverlappingSessions, "cannot link bundles with overlapping sessions"))
+	}
+	if _, exists := s.Bundle(op.LinkedID); exists {
+		return wrap(errorf(CodeDuplicateBundle, "bundle already exists: %s", op.LinkedID))
+	}
+	linked := linkedBundle(a, b, op.LinkedID)
+	s.bundles.ReplaceOrInsert(bundleEntry{bundle: linked, upgrade: &UpgradeSnapshot{}})
+	return Result{Bundle: linked}
+}
+
+func (s *State) extendFootprint(op *ExtendFootprint) {
+	prev := s.holdersOf(op.Session)
+	s.setHolders(op.Session, prev, withClass(prev, op.Session, op.Authority, op.Class))
+}
+
+func (s *State) removeFootprint(op *RemoveFootprint) {
+	if !s.authorities.Has(op.Authority) {
+		return // upstream: an unknown authority is left alone
+	}
+	prev := s.holdersOf(op.Session)
+	if classIn(prev, op.Authority) == 0 {
+		return
+	}
+	s.setHolders(op.Session, prev, withClass(prev, op.Session, op.Authority, 0))
+}
+
+// delegationPlan is a delegation computed in full against the current state
+// and not yet applied: validate, then mutate.
+type delegationPlan struct {
+	d        *Delegation
+	context  ContextID
+	boundary LinkBoundary
+	scope    Scope
+	prev     []holderItem
+	next     []holderItem
+	upgrade  *UpgradeSnapshot // nil without an upgrade request
+	exec     *Execution
+}
+
+// resolveBoundary is upstream's resolve_delegation_boundary plus
+// validate_link_boundary (domain section 4, step 5).
+func (s *State) resolveBoundary(d *Delegation) (LinkBoundary, Scope, *Error) {
+	bundle, ok := s.Bundle(d.BundleID)
+	if !ok {
+		return LinkBoundary{}, Scope{}, errorf(CodeBundleNotRegistered, "delegation requires pre-registered bundle `%s`", d.BundleID)
+	}
+	boundary := BoundaryForBundle(bundle)
+	if d.LinkBoundary != nil {
+		boundary = *d.LinkBoundary
+	}
+	scope := boundary.Scope // the builders' default: the boundary's own scope
+	if d.Scope != nil {
+		scope = *d.Scope
+	}
+	prefix := "delegation for session " + d.Session.String() + " rejected link boundary for bundle `" + d.BundleID + "`: "
+	if boundary.BundleID != d.BundleID {
+		shown := "None"
+		if boundary.BundleID != "" {
+			shown = `Some("` + boundary.BundleID + `")`
+		}
+		return boundary, scope, errorf(CodeInvalidLinkBoundary, "%slink boundary bundle %s does not match transfer bundle `%s` for session %s",
+			prefix, shown, d.BundleID, d.Session)
+	}
+	if !boundary.Scope.Equal(scope) {
+		return boundary, scope, errorf(CodeInvalidLinkBoundary, "%slink boundary scope %s does not match capability scope %s for bundle `%s` and session %s",
+			prefix, boundary.Scope, scope, d.BundleID, d.Session)
+	}
+	return boundary, scope, nil
+}
+
+// planDelegation runs the controller's delegate and the optional runtime
+// upgrade against the state without changing it (domain 3.6 and section 4,
+// step 6). Gate and boundary are checked by the caller.
+func (s *State) planDelegation(d *Delegation, boundary LinkBoundary, scope Scope) (*delegationPlan, *Error) {
+	wrap := func(err *Error) *Error {
+		return err.wrap("session delegation failed for session %s: ", d.Session)
+	}
+	prev := s.holdersOf(d.Session)
+	fromClass := classIn(prev, d.From)
+	if fromClass == 0 {
+		return nil, wrap(errorf(CodeSessionNotOwned, "session %s not owned by authority %s", d.Session, d.From))
+	}
+	next := prev
+	if fromClass == DelegatedIn {
+		// Chain clearing: only the latest hop keeps its out-record.
+		next = next[:0:0]
+		for _, h := range prev {
+			if h.class != DelegatedOut || h.auth == d.From {
+				next = append(next, h)
+			}
+		}
+	}
+	next = withClass(next, d.Session, d.From, DelegatedOut)
+	next = withClass(next, d.Session, d.To, DelegatedIn)
+	if msgs := s.coherenceWith(d.Session, next); len(msgs) > 0 {
+		return nil, wrap(errorf(CodeCoherenceViolation, "reconfiguration coherence violation: %s", strings.Join(msgs, "; ")))
+	}
+	p := &delegationPlan{d: d, boundary: boundary, scope: scope, prev: prev, next: next}
+	p.context = DefaultContextForAuthority(d.From)
+	if d.Context != nil {
+		p.context = *d.Context
+	}
+	if d.UpgradeRequest != nil {
+		e, _ := s.bundles.Get(bundleEntry{bundle: &Bundle{ID: d.BundleID}})
+		up, exec, err := planUpgrade(d.BundleID, e.upgrade, d.UpgradeRequest)
+		if err != nil {
+			return nil, err
+		}
+		p.upgrade, p.exec = up, exec
+	}
+	return p, nil
+}
+
+// commitDelegation applies a plan: footprints, upgrade snapshot and audit
+// fact together.
+func (s *State) commitDelegation(index uint64, p *delegationPlan) *Outcome {
+	d := p.d
+	fromBefore, toBefore := s.footprintOf(d.From), s.footprintOf(d.To)
+	s.setHolders(d.Session, p.prev, p.next)
+	if p.upgrade != nil {
+		e, _ := s.bundles.Get(bundleEntry{bundle: &Bundle{ID: d.BundleID}})
+		s.bundles.ReplaceOrInsert(bundleEntry{bundle: e.bundle, upgrade: p.upgrade})
+	}
+	fact := Fact{
+		Seq:             uint64(len(s.facts)) + 1,
+		Index:           index,
+		Context:         p.context,
+		Session:         d.Session,
+		From:            d.From,
+		To:              d.To,
+		BundleID:        d.BundleID,
+		TimestampMillis: d.AtMillis,
+	}
+	s.facts = append(s.facts, fact)
+	fromAfter := s.footprintOf(d.From)
+	toAfter := fromAfter
+	if d.To != d.From {
+		toAfter = s.footprintOf(d.To)
+	}
+	return &Outcome{
+		Receipt: Receipt{
+			Session: d.Session, From: d.From, To: d.To, BundleID: d.BundleID,
+			FromBefore: fromBefore, FromAfter: fromAfter, ToBefore: toBefore, ToAfter: toAfter,
+			DelegatedAtMillis: d.AtMillis,
+		},
+		Witness: Witness{
+			Context: p.context, Session: d.Session, From: d.From, To: d.To, BundleID: d.BundleID,
+			LinkBoundary:     p.boundary,
+			Scope:            p.scope,
+			MovedFragments:   slices.Clone(p.boundary.FragmentKeys),
+			UpgradeRequest:   d.UpgradeRequest,
+			UpgradeSnapshot:  p.upgrade,
+			UpgradeExecution: p.exec,
+		},
+		FactSeq: fact.Seq,
+	}
+}
+
+// delegate is the manager's delegate_session as one command (domain 9.1):
+// gate, boundary, ownership, coherence, upgrade, then all effects at once.
+func (s *State) delegate(index uint64, op *Delegate) Result {
+	if !s.reconfiguration {
+		return Result{Err: missingCapability("session delegation")}
+	}
+	boundary, scope, err := s.resolveBoundary(&op.Delegation)
+	if err != nil {
+		return Result{Err: err}
+	}
+	plan, err := s.planDelegation(&op.Delegation, boundary, scope)
+	if err != nil {
+		return Result{Err: err}
+	}
+	return Result{Outcome: s.commitDelegation(index, plan)}
+}
+
+func (s *State) openSession(op *OpenSession) Result {
+	if cur, ok := s.LiveSession(op.Session); ok {
+		if cur.OwnerLabel == op.OwnerLabel {
+			return Result{Session: cur} // upstream: the same label gets its capability back
+		}
+		return Result{Err: errorf(CodeOwnerConflict, "session %s is already owned by `%s`; `%s` cannot claim it",
+			op.Session, cur.OwnerLabel, op.OwnerLabel)}
+	}
+	boundary := BoundaryForScope(SessionScope())
+	if op.BundleID != "" {
+		b, ok := s.Bundle(op.BundleID)
+		if !ok {
+			return Result{Err: errorf(CodeBundleNotFound, "bundle not found: %s", op.BundleID)}
+		}
+		boundary = BoundaryForBundle(b)
+	}
+	ls := &LiveSession{
+		Session:         op.Session,
+		OwnerLabel:      op.OwnerLabel,
+		Generation:      1,
+		Scope:           SessionScope(),
+		RoutingBoundary: boundary,
+	}
+	for _, k := range boundary.FragmentKeys {
+		ls.Fragments = append(ls.Fragments, FragmentOwner{Key: k, Owner: op.OwnerLabel})
+	}
+	s.live.ReplaceOrInsert(ls)
+	return Result{Session: ls}
+}
+
+// handoff is the manager's delegate_active_session as one command: owner
+// transfer and delegation land together or not at all, so there is no
+// rollback and a failed handoff leaves the generation unchanged (domain 9.1,
+// 9.6).
+func (s *State) handoff(index uint64, op *Handoff) Result {
+	t := &op.Transfer
+	if t.Session != op.Session {
+		return Result{Err: errorf(CodeSessionMismatch, "active session handoff target %s does not match delegation session %s", op.Session, t.Session)}
+	}
+	cur, ok := s.LiveSession(op.Session)
+	if !ok {
+		return Result{Err: errorf(CodeSessionNotFound, "live session %s is not open", op.Session)}
+	}
+	live := func(err *Error) Result {
+		return Result{Err: err.wrap("live delegation failed for session %s: ", op.Session)}
+	}
+	boundary, _, err := s.resolveBoundary(t)
+	if err != nil {
+		return live(err)
+	}
+	if op.OwnerLabel != cur.OwnerLabel || op.Generation != cur.Generation {
+		return Result{Err: errorf(CodeStaleOwner,
+			"failed to transfer live session owner for session %s: stale owner `%s` at generation %d (current owner `%s` at generation %d)",
+			op.Session, op.OwnerLabel, op.Generation, cur.OwnerLabel, cur.Generation)}
+	}
+	if !s.reconfiguration {
+		return live(missingCapability("session delegation"))
+	}
+	// Upstream delegates with transfer.with_link_boundary(boundary): the
+	// scope becomes the boundary's, whatever the transfer said.
+	plan, err := s.planDelegation(t, boundary, boundary.Scope)
+	if err != nil {
+		return live(err)
+	}
+	next := &LiveSession{
+		Session:         cur.Session,
+		OwnerLabel:      op.NextOwnerLabel,
+		Generation:      cur.Generation + 1,
+		Scope:           boundary.Scope,
+		RoutingBoundary: boundary,
+		Fragments:       make([]FragmentOwner, len(cur.Fragments)),
+	}
+	if cur.Generation == ^uint64(0) {
+		next.Generation = cur.Generation // saturating, as upstream
+	}
+	for i, f := range cur.Fragments {
+		next.Fragments[i] = FragmentOwner{Key: f.Key, Owner: op.NextOwnerLabel}
+	}
+	out := s.commitDelegation(index, plan)
+	s.live.ReplaceOrInsert(next)
+	out.Witness.OwnershipReceipt = &OwnershipReceipt{
+		Session:        cur.Session,
+		ClaimID:        next.Generation,
+		FromOwner:      cur.OwnerLabel,
+		FromGeneration: cur.Generation,
+		ToOwner:        next.OwnerLabel,
+		ToGeneration:   next.Generation,
+		Scope:          next.Scope,
+	}
+	return Result{Outcome: out, Session: next}
+}
+
+func (s *State) seedMembership(op *SeedMembership) Result {
+	e, ok := s.bundles.Get(bundleEntry{bundle: &Bundle{ID: op.BundleID}})
+	if !ok {
+		return Result{Err: errorf(CodeBundleNotFound, "runtime upgrade for bundle `%s` failed: bundle not found: %s", op.BundleID, op.BundleID)}
+	}
+	members := canonicalMembers(op.Members)
+	if len(members) == 0 {
+		return Result{Err: invalidUpgrade(op.BundleID, "active membership may not be empty")}
+	}
+	up := &UpgradeSnapshot{ActiveMembers: members}
+	s.bundles.ReplaceOrInsert(bundleEntry{bundle: e.bundle, upgrade: up})
+	return Result{Upgrade: up}
+}
+
+func (s *State) executeUpgrade(op *ExecuteUpgrade) Result {
+	if !s.reconfiguration {
+		return Result{Err: missingCapability("runtime upgrade")}
+	}
+	e, ok := s.bundles.Get(bundleEntry{bundle: &Bundle{ID: op.BundleID}})
+	if !ok {
+		return Result{Err: errorf(CodeBundleNotFound, "runtime upgrade for bundle `%s` failed: bundle not found: %s", op.BundleID, op.BundleID)}
+	}
+	up, exec, err := planUpgrade(op.BundleID, e.upgrade, &op.Request)
+	if err != nil {
+		return Result{Err: err}
+	}
+	s.bundles.ReplaceOrInsert(bundleEntry{bundle: e.bundle, upgrade: up})
+	return Result{Execution: exec, Upgrade: up}
+}

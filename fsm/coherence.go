@@ -1,0 +1,144 @@
+package fsm
+
+import "fmt"
+
+// violations is upstream's coherence check restricted to one session, given
+// every authority that holds it (domain 3.7). Rule order: single active
+// owner, then out-edge pairing.
+func violations(sess SessionID, holders []holderItem) []string {
+	var active, in, out int
+	for _, h := range holders {
+		switch h.class {
+		case Native:
+			active++
+		case DelegatedIn:
+			active++
+			in++
+		case DelegatedOut:
+			out++
+		}
+	}
+	var msgs []string
+	if active > 1 {
+		msgs = append(msgs, fmt.Sprintf("session %s has multiple active owners (%d)", sess, active))
+	}
+	if out > 0 {
+		switch {
+		case in == 0:
+			msgs = append(msgs, fmt.Sprintf("session %s delegated out without delegated-in receiver", sess))
+		case in > 1:
+			msgs = append(msgs, fmt.Sprintf("session %s delegated in to %d authorities", sess, in))
+		case out != 1:
+			msgs = append(msgs, fmt.Sprintf("session %s delegated out by %d authorities", sess, out))
+		}
+	}
+	return msgs
+}
+
+// coherent reports whether a session's holders satisfy every rule, without
+// building messages: the hot path of every footprint change.
+func coherent(holders []holderItem) bool {
+	var active, in, out int
+	for _, h := range holders {
+		switch h.class {
+		case Native:
+			active++
+		case DelegatedIn:
+			active++
+			in++
+		case DelegatedOut:
+			out++
+		}
+	}
+	return active <= 1 && (out == 0 || (in == 1 && out == 1))
+}
+
+// coherenceWith is the global check as it would read if sess's holders were
+// candidate and everything else stayed: upstream's verify_coherence over a
+// candidate that changed one session. It costs O(violating sessions), which
+// is zero whenever a delegation can succeed (domain 9.5).
+func (s *State) coherenceWith(sess SessionID, candidate []holderItem) []string {
+	if s.violating.Len() == 0 || (s.violating.Len() == 1 && s.violating.Has(sess)) {
+		if coherent(candidate) {
+			return nil
+		}
+		return violations(sess, candidate)
+	}
+	var msgs []string
+	placed := false
+	s.violating.Ascend(func(other SessionID) bool {
+		if !placed && compareSession(sess, other) <= 0 {
+			msgs = append(msgs, violations(sess, candidate)...)
+			placed = true
+		}
+		if other != sess {
+			msgs = append(msgs, violations(other, s.holdersOf(other))...)
+		}
+		return true
+	})
+	if !placed {
+		msgs = append(msgs, violations(sess, candidate)...)
+	}
+	return msgs
+}
+
+// setHolders replaces sess's holders with next, keeping the footprint tree,
+// the per-session index and the violation set in step.
+func (s *State) setHolders(sess SessionID, prev, next []holderItem) {
+	for _, h := range prev {
+		if classIn(next, h.auth) == 0 {
+			s.holders.Delete(h)
+			s.footprints.Delete(footprintItem{auth: h.auth, sess: sess})
+		}
+	}
+	for _, h := range next {
+		if classIn(prev, h.auth) != h.class {
+			s.holders.ReplaceOrInsert(h)
+			s.footprints.ReplaceOrInsert(footprintItem{auth: h.auth, sess: sess, class: h.class})
+		}
+		s.authorities.ReplaceOrInsert(h.auth)
+	}
+	if coherent(next) {
+		s.violating.Delete(sess)
+	} else {
+		s.violating.ReplaceOrInsert(sess)
+	}
+}
+
+// classIn returns the class auth holds in a holder list, 0 if none.
+func classIn(holders []holderItem, auth AuthorityID) Class {
+	for _, h := range holders {
+		if h.auth == auth {
+			return h.class
+		}
+	}
+	return 0
+}
+
+// withClass returns a copy of holders with auth set to class (0 removes it),
+// kept in authority order.
+func withClass(holders []holderItem, sess SessionID, auth AuthorityID, class Class) []holderItem {
+	out := make([]holderItem, 0, len(holders)+1)
+	inserted := false
+	for _, h := range holders {
+		switch c := compareAuthority(h.auth, auth); {
+		case c < 0:
+			out = append(out, h)
+		case c == 0:
+			if class != 0 {
+				out = append(out, holderItem{sess: sess, auth: auth, class: class})
+			}
+			inserted = true
+		default:
+			if !inserted && class != 0 {
+				out = append(out, holderItem{sess: sess, auth: auth, class: class})
+			}
+			inserted = true
+			out = append(out, h)
+		}
+	}
+	if !inserted && class != 0 {
+		out = append(out, holderItem{sess: sess, auth: auth, class: class})
+	}
+	return out
+}

@@ -1,0 +1,116 @@
+package fsm
+
+import (
+	"io"
+	"sync"
+
+	"github.com/hashicorp/go-hclog"
+	"github.com/hashicorp/raft"
+)
+
+// FSM adapts State to hashicorp/raft. It is the only file in this package
+// that knows about Raft: it serialises access to the state, applies log
+// entries (singly or batched), and takes and restores snapshots.
+//
+// Apply returns []Result, one per command packed into the entry.
+type FSM struct {
+	logger hclog.Logger
+
+	mu    sync.RWMutex
+	state *State
+	term  uint64 // term of the last applied entry, for snapshot headers
+}
+
+var (
+	_ raft.FSM         = (*FSM)(nil)
+	_ raft.BatchingFSM = (*FSM)(nil)
+)
+
+// NewFSM returns an adapter over the initial state. logger may be nil.
+func NewFSM(logger hclog.Logger) *FSM {
+	if logger == nil {
+		logger = hclog.NewNullLogger()
+	}
+	return &FSM{logger: logger, state: New()}
+}
+
+// Apply applies one committed log entry.
+func (f *FSM) Apply(l *raft.Log) interface{} {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.applyLocked(l)
+}
+
+// ApplyBatch applies consecutive committed entries under one lock.
+func (f *FSM) ApplyBatch(logs []*raft.Log) []interface{} {
+	out := make([]interface{}, len(logs))
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for i, l := range logs {
+		out[i] = f.applyLocked(l)
+	}
+	return out
+}
+
+func (f *FSM) applyLocked(l *raft.Log) interface{} {
+	f.term = l.Term
+	if l.Type != raft.LogCommand {
+		return nil
+	}
+	results := f.state.ApplyEntry(l.Index, l.Data)
+	for i := range results {
+		if err := results[i].Err; err != nil && err.Code == CodeUnknownCommand {
+			// A voter that cannot read the log is a version skew an operator
+			// must fix now; say so loudly on every replica.
+			f.logger.Error("cannot apply command: upgrade this node", "index", l.Index, "error", err.Message)
+		}
+	}
+	return results
+}
+
+// Read runs fn with the state under a read lock. fn must not keep references
+// into the state after it returns, nor modify it.
+func (f *FSM) Read(fn func(s *State)) {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	fn(f.state)
+}
+
+// Snapshot captures the state in O(1) (a copy-on-write clone); Persist then
+// streams it while Apply goes on.
+func (f *FSM) Snapshot() (raft.FSMSnapshot, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return &fsmSnapshot{state: f.state.Clone(), term: f.term}, nil
+}
+
+// Restore replaces the state with a snapshot's. The snapshot is decoded and
+// validated in full first; on any error the current state stays.
+func (f *FSM) Restore(rc io.ReadCloser) error {
+	defer rc.Close()
+	st, hdr, err := Restore(rc)
+	if err != nil {
+		f.logger.Error("refusing snapshot", "error", err)
+		return err
+	}
+	f.mu.Lock()
+	f.state, f.term = st, hdr.Term
+	f.mu.Unlock()
+	f.logger.Info("restored snapshot", "index", hdr.Index, "term", hdr.Term)
+	return nil
+}
+
+type fsmSnapshot struct {
+	state *State
+	term  uint64
+}
+
+func (s *fsmSnapshot) Persist(sink raft.SnapshotSink) error {
+	if err := s.state.Snapshot(sink, s.term); err != nil {
+		_ = sink.Cancel()
+		return err
+	}
+	return sink.Close()
+}
+
+func (s *fsmSnapshot) Release() {}
