@@ -132,6 +132,12 @@ func (s *State) linkBundles(op *LinkBundles) Result {
 		return wrap(errorf(CodeDuplicateBundle, "bundle already exists: %s", op.LinkedID))
 	}
 	linked := linkedBundle(a, b, op.LinkedID)
+	// Linking registers the merged bundle (domain 3.5), so it meets
+	// registration's limits: otherwise repeated links grow a bundle without
+	// bound and Restore refuses the state's own snapshot.
+	if err := Check(&RegisterBundle{Bundle: *linked}); err != nil {
+		return wrap(err)
+	}
 	s.bundles.ReplaceOrInsert(bundleEntry{bundle: linked, upgrade: &UpgradeSnapshot{}})
 	return Result{Bundle: linked}
 }
@@ -184,7 +190,7 @@ func (s *State) resolveBoundary(d *Delegation) (LinkBoundary, Scope, *Error) {
 	if boundary.BundleID != d.BundleID {
 		shown := "None"
 		if boundary.BundleID != "" {
-			shown = `Some("` + boundary.BundleID + `")`
+			shown = "Some(" + debugQuote(boundary.BundleID) + ")"
 		}
 		return boundary, scope, errorf(CodeInvalidLinkBoundary, "%slink boundary bundle %s does not match transfer bundle `%s` for session %s",
 			prefix, shown, d.BundleID, d.Session)

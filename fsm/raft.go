@@ -1,6 +1,7 @@
 package fsm
 
 import (
+	"context"
 	"io"
 	"sync"
 
@@ -10,15 +11,21 @@ import (
 
 // FSM adapts State to hashicorp/raft. It is the only file in this package
 // that knows about Raft: it serialises access to the state, applies log
-// entries (singly or batched), and takes and restores snapshots.
+// entries (singly or batched), takes and restores snapshots, and lets
+// readers wait until a given index has been applied (the last step of a
+// read-index read).
 //
-// Apply returns []Result, one per command packed into the entry.
+// Apply returns []Result, one per command packed into the entry. An entry
+// with empty data is a marker (new leaders commit one to start their term)
+// and returns nil. Configuration entries reach the FSM too, because it is a
+// BatchingFSM, and only advance the applied index.
 type FSM struct {
 	logger hclog.Logger
 
-	mu    sync.RWMutex
-	state *State
-	term  uint64 // term of the last applied entry, for snapshot headers
+	mu      sync.RWMutex
+	state   *State
+	term    uint64        // term of the last applied entry, for snapshot headers
+	applied chan struct{} // closed and replaced whenever the applied index moves
 }
 
 var (
@@ -31,13 +38,14 @@ func NewFSM(logger hclog.Logger) *FSM {
 	if logger == nil {
 		logger = hclog.NewNullLogger()
 	}
-	return &FSM{logger: logger, state: New()}
+	return &FSM{logger: logger, state: New(), applied: make(chan struct{})}
 }
 
 // Apply applies one committed log entry.
 func (f *FSM) Apply(l *raft.Log) interface{} {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	defer f.notifyLocked()
 	return f.applyLocked(l)
 }
 
@@ -46,6 +54,7 @@ func (f *FSM) ApplyBatch(logs []*raft.Log) []interface{} {
 	out := make([]interface{}, len(logs))
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	defer f.notifyLocked()
 	for i, l := range logs {
 		out[i] = f.applyLocked(l)
 	}
@@ -54,7 +63,8 @@ func (f *FSM) ApplyBatch(logs []*raft.Log) []interface{} {
 
 func (f *FSM) applyLocked(l *raft.Log) interface{} {
 	f.term = l.Term
-	if l.Type != raft.LogCommand {
+	if l.Type != raft.LogCommand || len(l.Data) == 0 {
+		f.state.Advance(l.Index)
 		return nil
 	}
 	results := f.state.ApplyEntry(l.Index, l.Data)
@@ -68,12 +78,49 @@ func (f *FSM) applyLocked(l *raft.Log) interface{} {
 	return results
 }
 
+func (f *FSM) notifyLocked() {
+	close(f.applied)
+	f.applied = make(chan struct{})
+}
+
 // Read runs fn with the state under a read lock. fn must not keep references
 // into the state after it returns, nor modify it.
 func (f *FSM) Read(fn func(s *State)) {
 	f.mu.RLock()
 	defer f.mu.RUnlock()
 	fn(f.state)
+}
+
+// View returns a point-in-time copy of the state in O(1), for reads that
+// walk much of it (digests, large listings) without holding the lock.
+func (f *FSM) View() *State {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.state.Clone()
+}
+
+// AppliedIndex is the index of the last entry the state has applied.
+func (f *FSM) AppliedIndex() uint64 {
+	f.mu.RLock()
+	defer f.mu.RUnlock()
+	return f.state.AppliedIndex()
+}
+
+// WaitApplied blocks until the state has applied index, or ctx ends.
+func (f *FSM) WaitApplied(ctx context.Context, index uint64) error {
+	for {
+		f.mu.RLock()
+		done, ch := f.state.AppliedIndex() >= index, f.applied
+		f.mu.RUnlock()
+		if done {
+			return nil
+		}
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
 }
 
 // Snapshot captures the state in O(1) (a copy-on-write clone); Persist then
@@ -95,6 +142,7 @@ func (f *FSM) Restore(rc io.ReadCloser) error {
 	}
 	f.mu.Lock()
 	f.state, f.term = st, hdr.Term
+	f.notifyLocked()
 	f.mu.Unlock()
 	f.logger.Info("restored snapshot", "index", hdr.Index, "term", hdr.Term)
 	return nil

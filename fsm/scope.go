@@ -32,9 +32,11 @@ func FragmentScope(keys ...string) Scope {
 	return Scope{Kind: ScopeFragments, Fragments: sortedSet(keys)}
 }
 
-// Equal reports whether two scopes grant the same authority.
+// Equal reports whether two scopes grant the same authority. A scope read
+// from a command may list its fragments in any order, with repeats, so they
+// are compared as sets.
 func (s Scope) Equal(o Scope) bool {
-	return s.Kind == o.Kind && slices.Equal(s.Fragments, o.Fragments)
+	return s.Kind == o.Kind && slices.Equal(sortedSet(s.Fragments), sortedSet(o.Fragments))
 }
 
 // String renders the scope the way upstream's Debug output reads, for error
@@ -43,11 +45,18 @@ func (s Scope) String() string {
 	if s.Kind == ScopeSession {
 		return "Session"
 	}
-	quoted := make([]string, len(s.Fragments))
-	for i, k := range s.Fragments {
-		quoted[i] = `"` + k + `"`
+	keys := sortedSet(s.Fragments) // a set: sorted, no repeats
+	quoted := make([]string, len(keys))
+	for i, k := range keys {
+		quoted[i] = debugQuote(k)
 	}
 	return "Fragments({" + strings.Join(quoted, ", ") + "})"
+}
+
+// debugQuote quotes s the way Rust's {:?} does for the characters a valid
+// reconf name can hold that need it: backslash and double quote.
+func debugQuote(s string) string {
+	return `"` + strings.NewReplacer(`\`, `\\`, `"`, `\"`).Replace(s) + `"`
 }
 
 // BundleFragmentKey is the fragment key of a bundle: "bundle:<id>".

@@ -122,6 +122,15 @@ func (s *State) Clone() *State {
 	return &c
 }
 
+// Advance records that the entry at index carried no command for the state
+// (a Raft configuration change, or a leader's term-start marker), so the
+// applied index tracks every entry a replica has seen.
+func (s *State) Advance(index uint64) {
+	if index > s.applied {
+		s.applied = index
+	}
+}
+
 // AppliedIndex is the Raft index of the last entry applied.
 func (s *State) AppliedIndex() uint64 { return s.applied }
 

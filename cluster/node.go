@@ -1,0 +1,371 @@
+// Package cluster runs one reconf replica: hashicorp/raft over raft-boltdb
+// stores on disk, the FSM, group commit of proposals, linearizable reads and
+// membership changes. It knows nothing about HTTP: the network arrives as a
+// raft.StreamLayer from the transport package.
+package cluster
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"github.com/hashicorp/raft"
+	raftboltdb "github.com/hashicorp/raft-boltdb/v2"
+	"go.etcd.io/bbolt"
+
+	"github.com/reconf/reconf/fsm"
+)
+
+// Errors callers branch on.
+var (
+	// ErrNotLeader: this node cannot serve the request because it does not
+	// lead; forward it. The command was not applied.
+	ErrNotLeader = errors.New("not the leader")
+	// ErrUnknownOutcome: leadership was lost after the command was handed
+	// to Raft; it may or may not be applied. Retry with the same request id.
+	ErrUnknownOutcome = errors.New("leadership lost while committing: outcome unknown")
+	// ErrShutdown: the node is stopping.
+	ErrShutdown = errors.New("node is shutting down")
+)
+
+// Config describes one node. Zero durations and counts take the defaults
+// noted on each field.
+type Config struct {
+	ID            string
+	DataDir       string
+	AdvertiseRaft string           // the address peers dial for Raft
+	StreamLayer   raft.StreamLayer // carries Raft traffic (TCP, optionally TLS)
+	Bootstrap     bool             // form a one-voter cluster if the data dir is empty
+	Logger        hclog.Logger
+
+	SnapshotThreshold uint64        // entries between snapshots; default 8192
+	SnapshotInterval  time.Duration // how often to check; default 30s
+	TrailingLogs      uint64        // entries kept after a snapshot; default 10240
+	HeartbeatTimeout  time.Duration // default 1s
+	ElectionTimeout   time.Duration // default 1s
+	LeaderLease       time.Duration // default 500ms
+	ApplyTimeout      time.Duration // bound on enqueueing a proposal; default 10s
+
+	MaxBatchCommands int // commands packed into one log entry; default 1024
+	MaxBatchBytes    int // bytes packed into one log entry; default 1 MiB
+}
+
+func (c *Config) setDefaults() {
+	if c.Logger == nil {
+		c.Logger = hclog.NewNullLogger()
+	}
+	def := func(d *time.Duration, v time.Duration) {
+		if *d == 0 {
+			*d = v
+		}
+	}
+	if c.SnapshotThreshold == 0 {
+		c.SnapshotThreshold = 8192
+	}
+	if c.TrailingLogs == 0 {
+		c.TrailingLogs = 10240
+	}
+	def(&c.SnapshotInterval, 30*time.Second)
+	def(&c.HeartbeatTimeout, time.Second)
+	def(&c.ElectionTimeout, time.Second)
+	def(&c.LeaderLease, 500*time.Millisecond)
+	def(&c.ApplyTimeout, 10*time.Second)
+	if c.MaxBatchCommands == 0 {
+		c.MaxBatchCommands = 1024
+	}
+	if c.MaxBatchBytes == 0 {
+		c.MaxBatchBytes = 1 << 20
+	}
+}
+
+// Node is one running replica.
+type Node struct {
+	cfg       Config
+	logger    hclog.Logger
+	raft      *raft.Raft
+	fsm       *fsm.FSM
+	store     *raftboltdb.BoltStore
+	transport *raft.NetworkTransport
+	proposer  *proposer
+
+	// readyTerm is the term in which this node, as leader, has committed
+	// its term-start marker; reads are served only when it equals the
+	// current term (Raft §6.4).
+	readyTerm atomic.Uint64
+	readyMu   sync.Mutex
+	readyCh   chan struct{} // closed when readyTerm changes
+
+	stop     chan struct{}
+	stopOnce sync.Once
+	wg       sync.WaitGroup
+}
+
+// Open starts a node with the state in cfg.DataDir.
+func Open(cfg Config) (*Node, error) {
+	cfg.setDefaults()
+	if cfg.ID == "" || cfg.DataDir == "" || cfg.StreamLayer == nil || cfg.AdvertiseRaft == "" {
+		return nil, errors.New("cluster: ID, DataDir, AdvertiseRaft and StreamLayer are required")
+	}
+	if err := os.MkdirAll(cfg.DataDir, 0o750); err != nil {
+		return nil, fmt.Errorf("cluster: data dir: %w", err)
+	}
+	if err := checkIdentity(cfg.DataDir, cfg.ID); err != nil {
+		return nil, err
+	}
+	logger := cfg.Logger
+	store, err := raftboltdb.New(raftboltdb.Options{
+		Path: filepath.Join(cfg.DataDir, "raft.db"),
+		// The freelist is rebuilt on open instead of rewritten on every
+		// commit (consul#12141).
+		BoltOptions: &bbolt.Options{Timeout: 2 * time.Second, NoFreelistSync: true},
+	})
+	if err != nil {
+		return nil, fmt.Errorf("cluster: open raft.db: %w", err)
+	}
+	logs, err := raft.NewLogCache(512, store)
+	if err != nil {
+		store.Close()
+		return nil, err
+	}
+	snaps, err := raft.NewFileSnapshotStoreWithLogger(cfg.DataDir, 2, logger.Named("snapshot"))
+	if err != nil {
+		store.Close()
+		return nil, fmt.Errorf("cluster: snapshot store: %w", err)
+	}
+	trans := raft.NewNetworkTransportWithConfig(&raft.NetworkTransportConfig{
+		Stream:  cfg.StreamLayer,
+		MaxPool: 5,
+		Timeout: 10 * time.Second,
+		Logger:  logger.Named("raft-net"),
+	})
+
+	rc := raft.DefaultConfig()
+	rc.LocalID = raft.ServerID(cfg.ID)
+	rc.Logger = logger.Named("raft")
+	rc.SnapshotThreshold = cfg.SnapshotThreshold
+	rc.SnapshotInterval = cfg.SnapshotInterval
+	rc.TrailingLogs = cfg.TrailingLogs
+	rc.HeartbeatTimeout = cfg.HeartbeatTimeout
+	rc.ElectionTimeout = cfg.ElectionTimeout
+	rc.LeaderLeaseTimeout = cfg.LeaderLease
+	rc.MaxAppendEntries = 256
+	rc.BatchApplyCh = true
+
+	f := fsm.NewFSM(logger.Named("fsm"))
+	r, err := raft.NewRaft(rc, f, logs, store, snaps, trans)
+	if err != nil {
+		trans.Close()
+		store.Close()
+		return nil, fmt.Errorf("cluster: start raft: %w", err)
+	}
+	n := &Node{
+		cfg: cfg, logger: logger, raft: r, fsm: f, store: store, transport: trans,
+		readyCh: make(chan struct{}), stop: make(chan struct{}),
+	}
+	n.proposer = newProposer(n)
+
+	if cfg.Bootstrap {
+		existing, err := raft.HasExistingState(logs, store, snaps)
+		if err != nil {
+			n.Shutdown(context.Background())
+			return nil, fmt.Errorf("cluster: inspect state: %w", err)
+		}
+		if existing {
+			logger.Info("data dir has state; --bootstrap is a no-op")
+		} else {
+			err := r.BootstrapCluster(raft.Configuration{Servers: []raft.Server{{
+				ID: rc.LocalID, Address: raft.ServerAddress(cfg.AdvertiseRaft), Suffrage: raft.Voter,
+			}}}).Error()
+			if err != nil {
+				n.Shutdown(context.Background())
+				return nil, fmt.Errorf("cluster: bootstrap: %w", err)
+			}
+			logger.Info("bootstrapped a new cluster", "id", cfg.ID)
+		}
+	}
+	n.wg.Add(1)
+	go n.watchLeadership()
+	return n, nil
+}
+
+// checkIdentity pins a data dir to one node id, so a dir copied to another
+// node or an id typo fails at start instead of corrupting membership.
+func checkIdentity(dir, id string) error {
+	path := filepath.Join(dir, "node-id")
+	b, err := os.ReadFile(path)
+	switch {
+	case errors.Is(err, os.ErrNotExist):
+		return os.WriteFile(path, []byte(id+"\n"), 0o640)
+	case err != nil:
+		return fmt.Errorf("cluster: read %s: %w", path, err)
+	}
+	if got := string(trimNewline(b)); got != id {
+		return fmt.Errorf("cluster: data dir %s belongs to node %q, not %q", dir, got, id)
+	}
+	return nil
+}
+
+func trimNewline(b []byte) []byte {
+	for len(b) > 0 && (b[len(b)-1] == '\n' || b[len(b)-1] == '\r') {
+		b = b[:len(b)-1]
+	}
+	return b
+}
+
+// watchLeadership commits a marker entry at the start of each term this
+// node leads; until it is applied the node serves no linearizable read.
+func (n *Node) watchLeadership() {
+	defer n.wg.Done()
+	for {
+		select {
+		case <-n.stop:
+			return
+		case leader := <-n.raft.LeaderCh():
+			if !leader {
+				continue
+			}
+			term := n.raft.CurrentTerm()
+			f := n.raft.Apply(nil, n.cfg.ApplyTimeout)
+			if err := f.Error(); err != nil {
+				n.logger.Warn("term-start marker not committed", "term", term, "error", err)
+				continue
+			}
+			n.readyMu.Lock()
+			n.readyTerm.Store(term)
+			close(n.readyCh)
+			n.readyCh = make(chan struct{})
+			n.readyMu.Unlock()
+			n.logger.Info("leading", "term", term, "index", f.Index())
+		}
+	}
+}
+
+// ID is this node's id.
+func (n *Node) ID() string { return n.cfg.ID }
+
+// FSM exposes the state machine for reads.
+func (n *Node) FSM() *fsm.FSM { return n.fsm }
+
+// IsLeader reports whether this node currently believes it leads.
+func (n *Node) IsLeader() bool { return n.raft.State() == raft.Leader }
+
+// Leader returns the current leader's id and Raft address, empty if none is
+// known.
+func (n *Node) Leader() (id, raftAddr string) {
+	addr, sid := n.raft.LeaderWithID()
+	return string(sid), string(addr)
+}
+
+// WaitLeader waits until some leader is known, for requests that arrive
+// during an election (Consul's bounded wait), or ctx ends.
+func (n *Node) WaitLeader(ctx context.Context) (id, raftAddr string, err error) {
+	t := time.NewTicker(20 * time.Millisecond)
+	defer t.Stop()
+	for {
+		if id, addr := n.Leader(); addr != "" {
+			return id, addr, nil
+		}
+		select {
+		case <-ctx.Done():
+			return "", "", ctx.Err()
+		case <-n.stop:
+			return "", "", ErrShutdown
+		case <-t.C:
+		}
+	}
+}
+
+// Propose replicates cmd and returns its result once it is applied here.
+// Concurrent proposals are packed into one log entry (group commit).
+func (n *Node) Propose(ctx context.Context, cmd fsm.Command) (fsm.Result, error) {
+	if n.raft.State() != raft.Leader {
+		return fsm.Result{}, ErrNotLeader
+	}
+	return n.proposer.propose(ctx, cmd)
+}
+
+// LinearizableRead makes the next local read linearizable (Raft §6.4 read
+// index): the node must lead, have committed an entry in its current term,
+// still lead after noting the commit index, and have applied up to it.
+func (n *Node) LinearizableRead(ctx context.Context) error {
+	if n.raft.State() != raft.Leader {
+		return ErrNotLeader
+	}
+	term := n.raft.CurrentTerm()
+	for n.readyTerm.Load() != term {
+		n.readyMu.Lock()
+		ch := n.readyCh
+		n.readyMu.Unlock()
+		if n.readyTerm.Load() == term {
+			break
+		}
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-n.stop:
+			return ErrShutdown
+		}
+		if n.raft.State() != raft.Leader || n.raft.CurrentTerm() != term {
+			return ErrNotLeader
+		}
+	}
+	commit := n.raft.CommitIndex()
+	if err := n.raft.VerifyLeader().Error(); err != nil {
+		return ErrNotLeader
+	}
+	if n.raft.CurrentTerm() != term {
+		return ErrNotLeader
+	}
+	return n.fsm.WaitApplied(ctx, commit)
+}
+
+// Shutdown stops the node. A leader first hands leadership to a caught-up
+// voter so the cluster does not wait out an election timeout.
+func (n *Node) Shutdown(ctx context.Context) error {
+	var err error
+	n.stopOnce.Do(func() {
+		if n.raft.State() == raft.Leader && n.voters() > 1 {
+			done := make(chan error, 1)
+			go func() { done <- n.raft.LeadershipTransfer().Error() }()
+			select {
+			case e := <-done:
+				if e != nil {
+					n.logger.Warn("leadership transfer before shutdown failed", "error", e)
+				}
+			case <-ctx.Done():
+			}
+		}
+		close(n.stop)
+		n.proposer.close()
+		err = n.raft.Shutdown().Error()
+		n.wg.Wait()
+		if e := n.transport.Close(); err == nil {
+			err = e
+		}
+		if e := n.store.Close(); err == nil {
+			err = e
+		}
+	})
+	return err
+}
+
+func (n *Node) voters() int {
+	f := n.raft.GetConfiguration()
+	if f.Error() != nil {
+		return 0
+	}
+	c := 0
+	for _, s := range f.Configuration().Servers {
+		if s.Suffrage == raft.Voter {
+			c++
+		}
+	}
+	return c
+}

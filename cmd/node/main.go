@@ -1,0 +1,207 @@
+// Command reconfd runs one node of a reconf cluster.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"github.com/urfave/cli/v2"
+
+	"github.com/reconf/reconf/cluster"
+	"github.com/reconf/reconf/transport"
+)
+
+func main() {
+	app := &cli.App{
+		Name:  "reconfd",
+		Usage: "run a node of a reconf cluster (replicated reconfiguration controller)",
+		Description: `A reconf node keeps a replica of the controller state in --data-dir and serves
+the HTTP API on --http-addr. Raft traffic, and requests that followers forward
+to the leader, use --raft-addr.
+
+Start a new cluster with --bootstrap on one node, then start the others with
+--join pointing at any member's HTTP address. A restarted node rejoins with the
+state in its data dir; --bootstrap and --join are no-ops then. --dev runs a
+throw-away one-node cluster.
+
+Every flag can also be set with an environment variable RECONF_<FLAG>, e.g.
+RECONF_HTTP_ADDR=127.0.0.1:8102.`,
+		Flags:           flags(),
+		Action:          run,
+		HideHelpCommand: true,
+	}
+	if err := app.Run(os.Args); err != nil {
+		fmt.Fprintln(os.Stderr, "reconfd:", err)
+		os.Exit(1)
+	}
+}
+
+func env(name string) []string { return []string{"RECONF_" + name} }
+
+func flags() []cli.Flag {
+	host, _ := os.Hostname()
+	return []cli.Flag{
+		&cli.StringFlag{Name: "id", Value: host, EnvVars: env("ID"), Usage: "node id, unique in the cluster"},
+		&cli.StringFlag{Name: "data-dir", EnvVars: env("DATA_DIR"), Usage: "Raft log and stable store, snapshots, node metadata (default ./data/<id>)"},
+		&cli.StringFlag{Name: "http-addr", Value: "127.0.0.1:8101", EnvVars: env("HTTP_ADDR"), Usage: "API listen address"},
+		&cli.StringFlag{Name: "raft-addr", Value: "127.0.0.1:8201", EnvVars: env("RAFT_ADDR"), Usage: "Raft and forwarding listen address"},
+		&cli.StringFlag{Name: "advertise-http", EnvVars: env("ADVERTISE_HTTP"), Usage: "API address clients use, when different from --http-addr"},
+		&cli.StringFlag{Name: "advertise-raft", EnvVars: env("ADVERTISE_RAFT"), Usage: "Raft address peers use, when different from --raft-addr"},
+		&cli.BoolFlag{Name: "bootstrap", EnvVars: env("BOOTSTRAP"), Usage: "form a new cluster with this node as its only voter (no-op if the data dir has state)"},
+		&cli.StringFlag{Name: "join", EnvVars: env("JOIN"), Usage: "comma-separated HTTP addresses of members to ask for membership"},
+		&cli.BoolFlag{Name: "nonvoter", EnvVars: env("NONVOTER"), Usage: "join as a non-voting member"},
+		&cli.BoolFlag{Name: "dev", EnvVars: env("DEV"), Usage: "one-node cluster in a temporary dir: zero-config try-out"},
+		&cli.StringFlag{Name: "log-level", Value: "info", EnvVars: env("LOG_LEVEL"), Usage: "trace, debug, info, warn or error"},
+		&cli.StringFlag{Name: "log-format", Value: "text", EnvVars: env("LOG_FORMAT"), Usage: "text or json"},
+		&cli.Uint64Flag{Name: "snapshot-threshold", Value: 8192, EnvVars: env("SNAPSHOT_THRESHOLD"), Usage: "log entries between snapshots"},
+		&cli.DurationFlag{Name: "snapshot-interval", Value: 30 * time.Second, EnvVars: env("SNAPSHOT_INTERVAL"), Usage: "how often to check whether to snapshot"},
+		&cli.Uint64Flag{Name: "trailing-logs", Value: 10240, EnvVars: env("TRAILING_LOGS"), Usage: "log entries kept after a snapshot, for slow followers"},
+		&cli.DurationFlag{Name: "heartbeat-timeout", Value: time.Second, EnvVars: env("HEARTBEAT_TIMEOUT"), Usage: "Raft heartbeat timeout"},
+		&cli.DurationFlag{Name: "election-timeout", Value: time.Second, EnvVars: env("ELECTION_TIMEOUT"), Usage: "Raft election timeout"},
+		&cli.DurationFlag{Name: "shutdown-timeout", Value: 10 * time.Second, EnvVars: env("SHUTDOWN_TIMEOUT"), Usage: "bound on a graceful shutdown"},
+		&cli.BoolFlag{Name: "unsafe-local-reads", EnvVars: env("UNSAFE_LOCAL_READS"), Hidden: true, Usage: "TEST ONLY: serve linearizable reads from local state without a leader check"},
+	}
+}
+
+func run(c *cli.Context) error {
+	logger := hclog.New(&hclog.LoggerOptions{
+		Name:       "reconfd",
+		Level:      hclog.LevelFromString(c.String("log-level")),
+		JSONFormat: c.String("log-format") == "json",
+		Output:     os.Stderr,
+	})
+	if hclog.LevelFromString(c.String("log-level")) == hclog.NoLevel {
+		return fmt.Errorf("--log-level %q: want trace, debug, info, warn or error", c.String("log-level"))
+	}
+	id, dataDir, bootstrap := c.String("id"), c.String("data-dir"), c.Bool("bootstrap")
+	if c.Bool("dev") {
+		dir, err := os.MkdirTemp("", "reconf-dev-")
+		if err != nil {
+			return err
+		}
+		defer os.RemoveAll(dir)
+		if !c.IsSet("id") {
+			id = "dev"
+		}
+		dataDir, bootstrap = dir, true
+	}
+	if id == "" {
+		return errors.New("--id is required (no hostname to default to)")
+	}
+	if dataDir == "" {
+		dataDir = filepath.Join("data", id)
+	}
+	advHTTP := c.String("advertise-http")
+	if advHTTP == "" {
+		advHTTP = c.String("http-addr")
+	}
+
+	mux, err := transport.ListenMux(transport.MuxConfig{
+		Listen: c.String("raft-addr"), Advertise: c.String("advertise-raft"), Logger: logger.Named("mux"),
+	})
+	if err != nil {
+		return err
+	}
+	defer mux.Close()
+	node, err := cluster.Open(cluster.Config{
+		ID: id, DataDir: dataDir, AdvertiseRaft: mux.Addr().String(), StreamLayer: mux.RaftLayer(),
+		Bootstrap: bootstrap, Logger: logger,
+		SnapshotThreshold: c.Uint64("snapshot-threshold"), SnapshotInterval: c.Duration("snapshot-interval"),
+		TrailingLogs: c.Uint64("trailing-logs"), HeartbeatTimeout: c.Duration("heartbeat-timeout"),
+		ElectionTimeout: c.Duration("election-timeout"),
+	})
+	if err != nil {
+		return err
+	}
+	if c.Bool("unsafe-local-reads") {
+		logger.Warn("UNSAFE: linearizable reads are served from local state without a leader check (test only)")
+	}
+	api := transport.NewServer(transport.ServerConfig{
+		Node: node, Mux: mux, AdvertiseHTTP: advHTTP, Logger: logger.Named("api"),
+		UnsafeLocalReads: c.Bool("unsafe-local-reads"),
+	})
+	ln, err := net.Listen("tcp", c.String("http-addr"))
+	if err != nil {
+		node.Shutdown(context.Background())
+		return fmt.Errorf("listen on http address: %w", err)
+	}
+	httpSrv := &http.Server{Handler: api.Handler(), ReadHeaderTimeout: 10 * time.Second}
+	go func() {
+		if err := httpSrv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			logger.Error("http server", "error", err)
+		}
+	}()
+	go func() {
+		if err := api.ServeForwarded(); err != nil {
+			logger.Error("forwarding server", "error", err)
+		}
+	}()
+	logger.Info("node started", "id", id, "data_dir", dataDir, "http", advHTTP, "raft", mux.Addr().String())
+
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	if join := c.String("join"); join != "" {
+		go joinCluster(ctx, logger, node, splitAddrs(join), mux.Addr().String(), !c.Bool("nonvoter"))
+	}
+	<-ctx.Done()
+	stop()
+	logger.Info("shutting down")
+	sctx, cancel := context.WithTimeout(context.Background(), c.Duration("shutdown-timeout"))
+	defer cancel()
+	_ = httpSrv.Shutdown(sctx)
+	if err := node.Shutdown(sctx); err != nil {
+		logger.Error("raft shutdown", "error", err)
+	}
+	logger.Info("stopped")
+	return nil
+}
+
+func splitAddrs(s string) []string {
+	var out []string
+	for _, a := range strings.Split(s, ",") {
+		if a = strings.TrimSpace(a); a != "" {
+			out = append(out, a)
+		}
+	}
+	return out
+}
+
+// joinCluster asks the given members to add this node until one accepts.
+// A node already in the configuration (a restart) does nothing.
+func joinCluster(ctx context.Context, logger hclog.Logger, node *cluster.Node, addrs []string, raftAddr string, voter bool) {
+	if servers, err := node.Servers(); err == nil {
+		for _, s := range servers {
+			if s.ID == node.ID() {
+				logger.Info("already a member; not joining again")
+				return
+			}
+		}
+	}
+	client := transport.NewClient(addrs)
+	req := transport.JoinRequest{ID: node.ID(), RaftAddr: raftAddr, Voter: &voter}
+	for attempt := 1; ; attempt++ {
+		cctx, cancel := context.WithTimeout(ctx, 20*time.Second)
+		err := client.Join(cctx, req)
+		cancel()
+		if err == nil {
+			logger.Info("joined the cluster", "via", addrs)
+			return
+		}
+		logger.Warn("join failed; retrying", "attempt", attempt, "error", err)
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(time.Second):
+		}
+	}
+}

@@ -1,0 +1,205 @@
+package transport
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"github.com/hashicorp/raft"
+)
+
+// The Raft port carries two protocols, told apart by the first byte a
+// client sends (the way Consul multiplexes its server port): Raft's own RPCs,
+// and HTTP for requests a follower forwards to the leader. Forwarding over
+// the Raft port means a follower needs nothing but the leader's Raft address,
+// which Raft already knows, and that node-to-node traffic shares one
+// listener (and, with TLS, one set of certificates).
+const (
+	protoRaft    byte = 'R'
+	protoForward byte = 'H'
+)
+
+// Mux accepts connections on the Raft port and routes them by protocol.
+type Mux struct {
+	ln        net.Listener
+	advertise net.Addr
+	tlsServer *tls.Config // nil: plain TCP
+	tlsClient *tls.Config
+	logger    hclog.Logger
+
+	raftConns    chan net.Conn
+	forwardConns chan net.Conn
+	closed       chan struct{}
+	closeOnce    sync.Once
+}
+
+// MuxConfig configures the Raft port.
+type MuxConfig struct {
+	Listen    string // address to listen on
+	Advertise string // address peers dial; defaults to the listen address
+	TLSServer *tls.Config
+	TLSClient *tls.Config
+	Logger    hclog.Logger
+}
+
+// ListenMux opens the Raft port.
+func ListenMux(cfg MuxConfig) (*Mux, error) {
+	ln, err := net.Listen("tcp", cfg.Listen)
+	if err != nil {
+		return nil, fmt.Errorf("listen on raft address %s: %w", cfg.Listen, err)
+	}
+	adv := ln.Addr()
+	if cfg.Advertise != "" {
+		a, err := net.ResolveTCPAddr("tcp", cfg.Advertise)
+		if err != nil {
+			ln.Close()
+			return nil, fmt.Errorf("advertise address %s: %w", cfg.Advertise, err)
+		}
+		if a.IP == nil || a.IP.IsUnspecified() {
+			ln.Close()
+			return nil, fmt.Errorf("advertise address %s is not routable", cfg.Advertise)
+		}
+		adv = a
+	}
+	logger := cfg.Logger
+	if logger == nil {
+		logger = hclog.NewNullLogger()
+	}
+	m := &Mux{
+		ln: ln, advertise: adv, tlsServer: cfg.TLSServer, tlsClient: cfg.TLSClient, logger: logger,
+		raftConns: make(chan net.Conn, 16), forwardConns: make(chan net.Conn, 16), closed: make(chan struct{}),
+	}
+	go m.acceptLoop()
+	return m, nil
+}
+
+// Addr is the advertised Raft address.
+func (m *Mux) Addr() net.Addr { return m.advertise }
+
+// Close stops accepting; open connections are closed by their owners.
+func (m *Mux) Close() error {
+	var err error
+	m.closeOnce.Do(func() {
+		close(m.closed)
+		err = m.ln.Close()
+	})
+	return err
+}
+
+func (m *Mux) acceptLoop() {
+	for {
+		conn, err := m.ln.Accept()
+		if err != nil {
+			select {
+			case <-m.closed:
+				return
+			default:
+			}
+			m.logger.Warn("raft port accept", "error", err)
+			time.Sleep(10 * time.Millisecond)
+			continue
+		}
+		go m.route(conn)
+	}
+}
+
+// route reads the protocol byte (after the TLS handshake, if any) and hands
+// the connection on.
+func (m *Mux) route(conn net.Conn) {
+	if m.tlsServer != nil {
+		conn = tls.Server(conn, m.tlsServer)
+	}
+	_ = conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+	var b [1]byte
+	if _, err := io.ReadFull(conn, b[:]); err != nil {
+		m.logger.Debug("raft port: no protocol byte", "remote", conn.RemoteAddr(), "error", err)
+		conn.Close()
+		return
+	}
+	_ = conn.SetReadDeadline(time.Time{})
+	var ch chan net.Conn
+	switch b[0] {
+	case protoRaft:
+		ch = m.raftConns
+	case protoForward:
+		ch = m.forwardConns
+	default:
+		m.logger.Warn("raft port: unknown protocol byte", "remote", conn.RemoteAddr(), "byte", b[0])
+		conn.Close()
+		return
+	}
+	select {
+	case ch <- conn:
+	case <-m.closed:
+		conn.Close()
+	}
+}
+
+// dial opens a connection to a peer's Raft port for protocol proto.
+func (m *Mux) dial(ctx context.Context, addr string, proto byte) (net.Conn, error) {
+	d := net.Dialer{}
+	conn, err := d.DialContext(ctx, "tcp", addr)
+	if err != nil {
+		return nil, err
+	}
+	if m.tlsClient != nil {
+		tc := tls.Client(conn, m.tlsClient)
+		if err := tc.HandshakeContext(ctx); err != nil {
+			conn.Close()
+			return nil, err
+		}
+		conn = tc
+	}
+	if _, err := conn.Write([]byte{proto}); err != nil {
+		conn.Close()
+		return nil, err
+	}
+	return conn, nil
+}
+
+// RaftLayer is the raft.StreamLayer over this port.
+func (m *Mux) RaftLayer() raft.StreamLayer { return &raftLayer{m: m} }
+
+type raftLayer struct{ m *Mux }
+
+func (l *raftLayer) Accept() (net.Conn, error) {
+	select {
+	case c := <-l.m.raftConns:
+		return c, nil
+	case <-l.m.closed:
+		return nil, errors.New("raft port closed")
+	}
+}
+
+func (l *raftLayer) Close() error   { return l.m.Close() }
+func (l *raftLayer) Addr() net.Addr { return l.m.advertise }
+
+func (l *raftLayer) Dial(addr raft.ServerAddress, timeout time.Duration) (net.Conn, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	return l.m.dial(ctx, string(addr), protoRaft)
+}
+
+// ForwardListener yields the connections peers opened to forward HTTP
+// requests; serve the API on it.
+func (m *Mux) ForwardListener() net.Listener { return &forwardListener{m: m} }
+
+type forwardListener struct{ m *Mux }
+
+func (l *forwardListener) Accept() (net.Conn, error) {
+	select {
+	case c := <-l.m.forwardConns:
+		return c, nil
+	case <-l.m.closed:
+		return nil, net.ErrClosed
+	}
+}
+
+func (l *forwardListener) Close() error   { return nil } // the Mux owns the socket
+func (l *forwardListener) Addr() net.Addr { return l.m.advertise }

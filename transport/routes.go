@@ -1,0 +1,604 @@
+package transport
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/reconf/reconf/cluster"
+	"github.com/reconf/reconf/fsm"
+)
+
+func (s *Server) routes() {
+	m := s.mux
+	m.HandleFunc("POST /v1/bundles", s.registerBundle)
+	m.HandleFunc("GET /v1/bundles", s.listBundles)
+	m.HandleFunc("POST /v1/bundles/link", s.linkBundles)
+	m.HandleFunc("GET /v1/bundles/{id}", s.showBundle)
+	m.HandleFunc("POST /v1/footprints/{authority}/sessions", s.extendFootprint)
+	m.HandleFunc("DELETE /v1/footprints/{authority}/sessions/{session}", s.removeFootprint)
+	m.HandleFunc("GET /v1/footprints/{authority}", s.showFootprint)
+	m.HandleFunc("POST /v1/delegations", s.delegate)
+	m.HandleFunc("POST /v1/sessions", s.openSession)
+	m.HandleFunc("GET /v1/sessions/{id}", s.showSession)
+	m.HandleFunc("POST /v1/sessions/{id}/handoff", s.handoff)
+	m.HandleFunc("GET /v1/coherence", s.coherence)
+	m.HandleFunc("PUT /v1/upgrades/{bundle}/membership", s.seedMembership)
+	m.HandleFunc("GET /v1/upgrades/{bundle}", s.showUpgrade)
+	m.HandleFunc("POST /v1/upgrades/{bundle}/execute", s.executeUpgrade)
+	m.HandleFunc("GET /v1/facts", s.listFacts)
+	m.HandleFunc("GET /v1/facts/watch", s.watchFacts)
+	m.HandleFunc("GET /v1/capabilities", s.showCapabilities)
+	m.HandleFunc("PUT /v1/capabilities", s.setCapabilities)
+	m.HandleFunc("GET /v1/cluster/status", s.clusterStatus)
+	m.HandleFunc("POST /v1/cluster/join", s.clusterJoin)
+	m.HandleFunc("POST /v1/cluster/remove", s.clusterRemove)
+	m.HandleFunc("POST /v1/cluster/transfer-leadership", s.clusterTransfer)
+	m.HandleFunc("POST /v1/cluster/snapshot", s.clusterSnapshot)
+	m.HandleFunc("GET /v1/cluster/backup", s.clusterBackup)
+	m.HandleFunc("POST /v1/cluster/restore", s.clusterRestore)
+	m.HandleFunc("GET /v1/cluster/digest", s.clusterDigest)
+	m.HandleFunc("GET /v1/internal/node", s.internalNode)
+	m.HandleFunc("GET /healthz", s.healthz)
+	m.HandleFunc("GET /readyz", s.readyz)
+	m.Handle("GET /metrics", s.metrics.handler())
+	m.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		writeError(w, CodeNotFound, fmt.Sprintf("no route for %s %s", r.Method, r.URL.Path))
+	})
+}
+
+// ---- bundles ----
+
+func (s *Server) registerBundle(w http.ResponseWriter, r *http.Request) {
+	var req RegisterBundleRequest
+	s.write(w, r, &req, func(time.Time) (fsm.Command, error) {
+		fp, err := fromFootprintJSON("session_footprint", req.SessionFootprint)
+		if err != nil {
+			return fsm.Command{}, err
+		}
+		return fsm.Command{RequestID: req.RequestID, Op: &fsm.RegisterBundle{Bundle: fsm.Bundle{
+			ID: req.BundleID, ProtocolIDs: req.ProtocolIDs, Exports: req.Exports, Imports: req.Imports, Footprint: fp,
+		}}}, nil
+	}, func(res fsm.Result) any {
+		return BundleResponse{Bundle: toBundleJSON(res.Bundle), Index: res.Index}
+	})
+}
+
+func (s *Server) linkBundles(w http.ResponseWriter, r *http.Request) {
+	var req LinkRequest
+	s.write(w, r, &req, func(time.Time) (fsm.Command, error) {
+		return fsm.Command{RequestID: req.RequestID, Op: &fsm.LinkBundles{Left: req.Left, Right: req.Right, LinkedID: req.LinkedID}}, nil
+	}, func(res fsm.Result) any {
+		return BundleResponse{Bundle: toBundleJSON(res.Bundle), Index: res.Index}
+	})
+}
+
+func (s *Server) listBundles(w http.ResponseWriter, r *http.Request) {
+	s.read(w, r, func(st *fsm.State) (any, *fsm.Error) {
+		out := []BundleJSON{}
+		for _, b := range st.Bundles() {
+			out = append(out, toBundleJSON(b))
+		}
+		return map[string]any{"bundles": out}, nil
+	})
+}
+
+func (s *Server) showBundle(w http.ResponseWriter, r *http.Request) {
+	id := r.PathValue("id")
+	s.read(w, r, func(st *fsm.State) (any, *fsm.Error) {
+		b, ok := st.Bundle(id)
+		if !ok {
+			return nil, &fsm.Error{Code: fsm.CodeBundleNotFound, Message: "bundle not found: " + id}
+		}
+		return toBundleJSON(b), nil
+	})
+}
+
+// ---- footprints ----
+
+func (s *Server) extendFootprint(w http.ResponseWriter, r *http.Request) {
+	var req FootprintAddRequest
+	s.write(w, r, &req, func(time.Time) (fsm.Command, error) {
+		auth, err := parseAuthority("authority", r.PathValue("authority"))
+		if err != nil {
+			return fsm.Command{}, err
+		}
+		sess, err := parseSession("session_id", req.SessionID)
+		if err != nil {
+			return fsm.Command{}, err
+		}
+		class := fsm.Native
+		if req.Class != "" {
+			var ok bool
+			if class, ok = fsm.ParseClass(req.Class); !ok {
+				return fsm.Command{}, badField("class", "must be native, delegated_in or delegated_out, not %q", req.Class)
+			}
+		}
+		return fsm.Command{RequestID: req.RequestID, Op: &fsm.ExtendFootprint{Authority: auth, Session: sess, Class: class}}, nil
+	}, renderIndex)
+}
+
+func (s *Server) removeFootprint(w http.ResponseWriter, r *http.Request) {
+	s.write(w, r, nil, func(time.Time) (fsm.Command, error) {
+		auth, err := parseAuthority("authority", r.PathValue("authority"))
+		if err != nil {
+			return fsm.Command{}, err
+		}
+		sess, err := parseSession("session", r.PathValue("session"))
+		if err != nil {
+			return fsm.Command{}, err
+		}
+		return fsm.Command{RequestID: r.URL.Query().Get("request_id"), Op: &fsm.RemoveFootprint{Authority: auth, Session: sess}}, nil
+	}, renderIndex)
+}
+
+func renderIndex(res fsm.Result) any { return IndexResponse{Index: res.Index, Deduped: res.Deduped} }
+
+func (s *Server) showFootprint(w http.ResponseWriter, r *http.Request) {
+	auth, err := parseAuthority("authority", r.PathValue("authority"))
+	if err != nil {
+		writeBadInput(w, err)
+		return
+	}
+	s.read(w, r, func(st *fsm.State) (any, *fsm.Error) {
+		f, ok := st.Footprint(auth)
+		if !ok {
+			return nil, &fsm.Error{Code: fsm.CodeAuthorityNotFound, Message: "no operation has touched authority " + auth.String()}
+		}
+		return AuthorityFootprint{AuthorityID: auth.String(), FootprintJSON: toFootprintJSON(f)}, nil
+	})
+}
+
+// ---- delegations and live sessions ----
+
+func (s *Server) delegate(w http.ResponseWriter, r *http.Request) {
+	var req DelegationRequest
+	s.write(w, r, &req, func(now time.Time) (fsm.Command, error) {
+		d, err := fromDelegationRequest("", &req, uint64(now.UnixMilli()))
+		if err != nil {
+			return fsm.Command{}, err
+		}
+		return fsm.Command{RequestID: req.RequestID, Op: &fsm.Delegate{Delegation: d}}, nil
+	}, func(res fsm.Result) any {
+		o := res.Outcome
+		return DelegationResponse{Receipt: toReceiptJSON(&o.Receipt), Witness: toWitnessJSON(&o.Witness), FactSeq: o.FactSeq, Index: res.Index, Deduped: res.Deduped}
+	})
+}
+
+func (s *Server) openSession(w http.ResponseWriter, r *http.Request) {
+	var req OpenSessionRequest
+	s.write(w, r, &req, func(time.Time) (fsm.Command, error) {
+		sess, err := parseSession("session_id", req.SessionID)
+		if err != nil {
+			return fsm.Command{}, err
+		}
+		return fsm.Command{RequestID: req.RequestID, Op: &fsm.OpenSession{Session: sess, OwnerLabel: req.OwnerLabel, BundleID: req.BundleID}}, nil
+	}, func(res fsm.Result) any {
+		out := toLiveSessionJSON(res.Session)
+		out.Index = res.Index
+		return out
+	})
+}
+
+func (s *Server) showSession(w http.ResponseWriter, r *http.Request) {
+	sess, err := parseSession("id", r.PathValue("id"))
+	if err != nil {
+		writeBadInput(w, err)
+		return
+	}
+	s.read(w, r, func(st *fsm.State) (any, *fsm.Error) {
+		l, ok := st.LiveSession(sess)
+		if !ok {
+			return nil, &fsm.Error{Code: fsm.CodeSessionNotFound, Message: "live session " + sess.String() + " is not open"}
+		}
+		return toLiveSessionJSON(l), nil
+	})
+}
+
+func (s *Server) handoff(w http.ResponseWriter, r *http.Request) {
+	var req HandoffRequest
+	s.write(w, r, &req, func(now time.Time) (fsm.Command, error) {
+		sess, err := parseSession("id", r.PathValue("id"))
+		if err != nil {
+			return fsm.Command{}, err
+		}
+		if req.Transfer.RequestID != "" {
+			return fsm.Command{}, badField("transfer.request_id", "goes at the top level of a handoff request")
+		}
+		t, err := fromDelegationRequest("transfer.", &req.Transfer, uint64(now.UnixMilli()))
+		if err != nil {
+			return fsm.Command{}, err
+		}
+		return fsm.Command{RequestID: req.RequestID, Op: &fsm.Handoff{
+			Session: sess, OwnerLabel: req.OwnerLabel, Generation: req.Generation, NextOwnerLabel: req.NextOwnerLabel, Transfer: t,
+		}}, nil
+	}, func(res fsm.Result) any {
+		o := res.Outcome
+		return HandoffResponse{
+			OwnershipReceipt: toOwnershipReceiptJSON(o.Witness.OwnershipReceipt),
+			Receipt:          toReceiptJSON(&o.Receipt), Witness: toWitnessJSON(&o.Witness),
+			Session: toLiveSessionJSON(res.Session), FactSeq: o.FactSeq, Index: res.Index, Deduped: res.Deduped,
+		}
+	})
+}
+
+func (s *Server) coherence(w http.ResponseWriter, r *http.Request) {
+	s.read(w, r, func(st *fsm.State) (any, *fsm.Error) {
+		if v := st.Coherence(); len(v) > 0 {
+			s.logger.Error("reconfiguration coherence check failed", "violations", len(v))
+			return CoherenceJSON{Status: "violations", Violations: v}, nil
+		}
+		return CoherenceJSON{Status: "coherent"}, nil
+	})
+}
+
+// ---- runtime upgrades ----
+
+func (s *Server) seedMembership(w http.ResponseWriter, r *http.Request) {
+	var req MembershipRequest
+	s.write(w, r, &req, func(time.Time) (fsm.Command, error) {
+		return fsm.Command{RequestID: req.RequestID, Op: &fsm.SeedMembership{BundleID: r.PathValue("bundle"), Members: req.Members}}, nil
+	}, func(res fsm.Result) any {
+		return UpgradeSnapshotResponse{Snapshot: toUpgradeSnapshotJSON(res.Upgrade), Index: res.Index}
+	})
+}
+
+func (s *Server) showUpgrade(w http.ResponseWriter, r *http.Request) {
+	bundle := r.PathValue("bundle")
+	s.read(w, r, func(st *fsm.State) (any, *fsm.Error) {
+		u, err := st.UpgradeSnapshot(bundle)
+		if err != nil {
+			return nil, err
+		}
+		return toUpgradeSnapshotJSON(u), nil
+	})
+}
+
+func (s *Server) executeUpgrade(w http.ResponseWriter, r *http.Request) {
+	var req ExecuteUpgradeRequest
+	s.write(w, r, &req, func(time.Time) (fsm.Command, error) {
+		u, err := fromUpgradeRequestJSON("runtime_upgrade_request", &req.UpgradeRequestJSON)
+		if err != nil {
+			return fsm.Command{}, err
+		}
+		return fsm.Command{RequestID: req.RequestID, Op: &fsm.ExecuteUpgrade{BundleID: r.PathValue("bundle"), Request: *u}}, nil
+	}, func(res fsm.Result) any {
+		return ExecuteUpgradeResponse{Execution: toExecutionJSON(res.Execution), Snapshot: toUpgradeSnapshotJSON(res.Upgrade), Index: res.Index}
+	})
+}
+
+// ---- facts ----
+
+func factQuery(r *http.Request) (after uint64, limit int, err error) {
+	q := r.URL.Query()
+	if v := q.Get("after"); v != "" {
+		if after, err = strconv.ParseUint(v, 10, 64); err != nil {
+			return 0, 0, badField("after", "must be a fact sequence number, not %q", v)
+		}
+	}
+	limit = 1000
+	if v := q.Get("limit"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 || n > 10000 {
+			return 0, 0, badField("limit", "must be a number from 1 to 10000, not %q", v)
+		}
+		limit = n
+	}
+	return after, limit, nil
+}
+
+func (s *Server) listFacts(w http.ResponseWriter, r *http.Request) {
+	after, limit, err := factQuery(r)
+	if err != nil {
+		writeBadInput(w, err)
+		return
+	}
+	s.read(w, r, func(st *fsm.State) (any, *fsm.Error) {
+		out := FactsResponse{Facts: []FactJSON{}, LastSeq: st.LastFactSeq()}
+		for _, f := range st.Facts(after, limit) {
+			out.Facts = append(out.Facts, toFactJSON(&f))
+		}
+		return out, nil
+	})
+}
+
+// watchFacts streams facts as JSON lines from this node's replica, in
+// sequence order, as they are applied, until the client goes away.
+func (s *Server) watchFacts(w http.ResponseWriter, r *http.Request) {
+	after, _, err := factQuery(r)
+	if err != nil {
+		writeBadInput(w, err)
+		return
+	}
+	flusher, _ := w.(http.Flusher)
+	w.Header().Set("Content-Type", "application/x-ndjson")
+	w.WriteHeader(http.StatusOK)
+	if flusher != nil {
+		flusher.Flush()
+	}
+	enc := json.NewEncoder(w)
+	ctx := r.Context()
+	for {
+		var facts []fsm.Fact
+		var applied uint64
+		s.node.FSM().Read(func(st *fsm.State) {
+			facts = st.Facts(after, 1000)
+			applied = st.AppliedIndex()
+		})
+		for _, f := range facts {
+			if err := enc.Encode(toFactJSON(&f)); err != nil {
+				return
+			}
+			after = f.Seq
+		}
+		if flusher != nil && len(facts) > 0 {
+			flusher.Flush()
+		}
+		if len(facts) == 1000 {
+			continue
+		}
+		if err := s.node.FSM().WaitApplied(ctx, applied+1); err != nil {
+			return
+		}
+	}
+}
+
+// ---- capabilities ----
+
+func (s *Server) showCapabilities(w http.ResponseWriter, r *http.Request) {
+	s.read(w, r, func(st *fsm.State) (any, *fsm.Error) {
+		on := st.Reconfiguration()
+		return CapabilitiesJSON{Reconfiguration: &on}, nil
+	})
+}
+
+func (s *Server) setCapabilities(w http.ResponseWriter, r *http.Request) {
+	var req CapabilitiesJSON
+	s.write(w, r, &req, func(time.Time) (fsm.Command, error) {
+		if req.Reconfiguration == nil {
+			return fsm.Command{}, badField("reconfiguration", "is required (true or false)")
+		}
+		if req.Index != 0 {
+			return fsm.Command{}, badField("index", "is an output field")
+		}
+		return fsm.Command{RequestID: req.RequestID, Op: &fsm.SetCapabilities{Reconfiguration: *req.Reconfiguration}}, nil
+	}, func(res fsm.Result) any {
+		on := *req.Reconfiguration
+		return CapabilitiesJSON{Reconfiguration: &on, Index: res.Index}
+	})
+}
+
+// ---- cluster operations ----
+
+func (s *Server) internalNode(w http.ResponseWriter, r *http.Request) {
+	st, _ := s.node.Status()
+	writeJSON(w, http.StatusOK, NodeJSON{ID: s.node.ID(), RaftAddr: s.cfg.Mux.Addr().String(), HTTPAddr: s.cfg.AdvertiseHTTP, State: st.State})
+}
+
+// peerInfo asks a peer, over its Raft port, for its API address and state.
+func (s *Server) peerInfo(ctx context.Context, raftAddr string) (NodeJSON, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+raftAddr+"/v1/internal/node", nil)
+	if err != nil {
+		return NodeJSON{}, err
+	}
+	req.Header.Set(HeaderForwardedBy, s.node.ID())
+	resp, err := s.forward.Do(req)
+	if err != nil {
+		return NodeJSON{}, err
+	}
+	defer resp.Body.Close()
+	var n NodeJSON
+	if resp.StatusCode != http.StatusOK {
+		return n, fmt.Errorf("peer answered %s", resp.Status)
+	}
+	err = json.NewDecoder(resp.Body).Decode(&n)
+	return n, err
+}
+
+func (s *Server) clusterStatus(w http.ResponseWriter, r *http.Request) {
+	st, err := s.node.Status()
+	if err != nil {
+		writeError(w, CodeUnavailable, err.Error())
+		return
+	}
+	out := StatusJSON{Term: st.Term, CommitIndex: st.CommitIndex, AppliedIndex: st.AppliedIndex, Nodes: []NodeJSON{}, Self: st.ID}
+	ctx, cancel := context.WithTimeout(r.Context(), time.Second)
+	defer cancel()
+	nodes := make([]NodeJSON, len(st.Servers))
+	var wg sync.WaitGroup
+	for i, sv := range st.Servers {
+		nodes[i] = NodeJSON{ID: sv.ID, RaftAddr: sv.RaftAddr, Suffrage: "nonvoter", State: "unreachable"}
+		if sv.Voter {
+			nodes[i].Suffrage = "voter"
+		}
+		if sv.ID == st.ID {
+			nodes[i].HTTPAddr, nodes[i].State = s.cfg.AdvertiseHTTP, st.State
+			continue
+		}
+		wg.Add(1)
+		go func(i int, addr string) {
+			defer wg.Done()
+			if info, err := s.peerInfo(ctx, addr); err == nil {
+				nodes[i].HTTPAddr, nodes[i].State = info.HTTPAddr, info.State
+			}
+		}(i, sv.RaftAddr)
+	}
+	wg.Wait()
+	for _, n := range nodes {
+		if n.ID == st.LeaderID && st.LeaderID != "" {
+			leader := n
+			leader.Suffrage, leader.State = "", ""
+			out.Leader = &leader
+		}
+	}
+	out.Nodes = nodes
+	writeJSON(w, http.StatusOK, out)
+}
+
+// admin runs a leader-only cluster operation, forwarding when this node
+// does not lead.
+func (s *Server) admin(w http.ResponseWriter, r *http.Request, req any, op func(ctx context.Context) (any, error)) {
+	body, ok := s.readBody(w, r)
+	if !ok {
+		return
+	}
+	if req != nil {
+		if err := decodeStrict(bytesReader(body), req); err != nil {
+			writeBadInput(w, err)
+			return
+		}
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), s.cfg.RequestTimeout)
+	defer cancel()
+	if !s.node.IsLeader() {
+		s.forwardToLeader(ctx, w, r, body)
+		return
+	}
+	out, err := op(ctx)
+	switch {
+	case errors.Is(err, cluster.ErrNotLeader):
+		s.forwardToLeader(ctx, w, r, body)
+	case errors.Is(err, cluster.ErrUnknownMember):
+		writeError(w, CodeNotFound, err.Error())
+	case errors.Is(err, errBadRequest):
+		writeBadInput(w, err)
+	case err != nil:
+		writeError(w, CodeUnavailable, err.Error())
+	default:
+		s.setLeaderHeader(w)
+		writeJSON(w, http.StatusOK, out)
+	}
+}
+
+var errBadRequest = errors.New("bad request")
+
+func (s *Server) clusterJoin(w http.ResponseWriter, r *http.Request) {
+	var req JoinRequest
+	s.admin(w, r, &req, func(ctx context.Context) (any, error) {
+		if err := checkNodeID("id", req.ID); err != nil {
+			return nil, err
+		}
+		if req.RaftAddr == "" {
+			return nil, fmt.Errorf("%w: raft_addr: is required", errBadRequest)
+		}
+		voter := req.Voter == nil || *req.Voter
+		if err := s.node.Join(ctx, req.ID, req.RaftAddr, voter); err != nil {
+			return nil, err
+		}
+		s.logger.Info("join accepted", "id", req.ID, "raft_addr", req.RaftAddr, "voter", voter)
+		return map[string]any{"joined": req.ID}, nil
+	})
+}
+
+func checkNodeID(field, id string) error {
+	if id == "" || len(id) > fsm.MaxNameBytes {
+		return fmt.Errorf("%w: %s: must be 1 to %d bytes", errBadRequest, field, fsm.MaxNameBytes)
+	}
+	return nil
+}
+
+func (s *Server) clusterRemove(w http.ResponseWriter, r *http.Request) {
+	var req NodeIDRequest
+	s.admin(w, r, &req, func(ctx context.Context) (any, error) {
+		if err := checkNodeID("id", req.ID); err != nil {
+			return nil, err
+		}
+		if err := s.node.Remove(ctx, req.ID); err != nil {
+			return nil, err
+		}
+		return map[string]any{"removed": req.ID}, nil
+	})
+}
+
+func (s *Server) clusterTransfer(w http.ResponseWriter, r *http.Request) {
+	var req NodeIDRequest
+	s.admin(w, r, &req, func(ctx context.Context) (any, error) {
+		if err := s.node.TransferLeadership(ctx, req.ID); err != nil {
+			return nil, err
+		}
+		lid, _ := s.node.Leader()
+		return map[string]any{"leader": lid}, nil
+	})
+}
+
+func (s *Server) clusterSnapshot(w http.ResponseWriter, r *http.Request) {
+	// Any node can compact its own log; this one does.
+	if _, ok := s.readBody(w, r); !ok {
+		return
+	}
+	if err := s.node.SnapshotNow(); err != nil {
+		writeError(w, CodeUnavailable, "snapshot: "+err.Error())
+		return
+	}
+	st, _ := s.node.Status()
+	writeJSON(w, http.StatusOK, map[string]any{"node": s.node.ID(), "index": st.AppliedIndex})
+}
+
+func (s *Server) clusterBackup(w http.ResponseWriter, r *http.Request) {
+	w.Header().Set("Content-Type", "application/octet-stream")
+	w.Header().Set("Content-Disposition", `attachment; filename="reconf-backup.snap"`)
+	n, err := s.node.Backup(w)
+	if err != nil && n == 0 {
+		w.Header().Set("Content-Type", "application/json")
+		writeError(w, CodeUnavailable, "backup: "+err.Error())
+		return
+	}
+	if err != nil {
+		s.logger.Error("backup stream failed", "bytes", n, "error", err)
+	}
+}
+
+func (s *Server) clusterRestore(w http.ResponseWriter, r *http.Request) {
+	ctx, cancel := context.WithTimeout(r.Context(), 10*time.Minute)
+	defer cancel()
+	if !s.node.IsLeader() {
+		// Backups can be large: stream through to the leader.
+		s.forwardStream(ctx, w, r)
+		return
+	}
+	body := http.MaxBytesReader(w, r.Body, s.cfg.MaxRestoreBytes)
+	err := s.node.Restore(ctx, body)
+	switch {
+	case errors.Is(err, cluster.ErrInvalidBackup):
+		writeBadInput(w, badField("body", "%v", err))
+	case errors.Is(err, cluster.ErrNotLeader):
+		writeError(w, CodeUnavailable, "leadership changed during restore; retry")
+	case err != nil:
+		writeError(w, CodeUnavailable, "restore: "+err.Error())
+	default:
+		idx, d := s.node.Digest()
+		writeJSON(w, http.StatusOK, DigestJSON{Index: idx, Digest: digestHex(d)})
+	}
+}
+
+func (s *Server) clusterDigest(w http.ResponseWriter, r *http.Request) {
+	idx, d := s.node.Digest()
+	writeJSON(w, http.StatusOK, DigestJSON{Index: idx, Digest: digestHex(d)})
+}
+
+// ---- health ----
+
+func (s *Server) healthz(w http.ResponseWriter, r *http.Request) {
+	writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+}
+
+// readyz: a leader is known and this node has applied everything it knows
+// to be committed.
+func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
+	st, err := s.node.Status()
+	switch {
+	case err != nil:
+		writeError(w, CodeUnavailable, err.Error())
+	case st.LeaderAddr == "":
+		writeError(w, CodeUnavailable, "no leader is known")
+	case st.AppliedIndex+1 < st.CommitIndex:
+		writeError(w, CodeUnavailable, fmt.Sprintf("catching up: applied %d of %d", st.AppliedIndex, st.CommitIndex))
+	default:
+		writeJSON(w, http.StatusOK, map[string]any{"status": "ready", "leader": st.LeaderID, "applied_index": st.AppliedIndex})
+	}
+}
