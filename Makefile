@@ -3,12 +3,19 @@ GO          ?= go
 STATICCHECK ?= honnef.co/go/tools/cmd/staticcheck@v0.8.2
 PKGS        := ./...
 
-.PHONY: all build test fmt lint fuzz bench clean
+.PHONY: all build test run fmt lint fuzz bench clean jepsen
 
 all: build
 
+# bin/reconfd (the node) and bin/reconfctl (the operator CLI).
 build:
 	$(GO) build $(PKGS)
+	$(GO) build -o bin/reconfd ./cmd/node
+	$(GO) build -o bin/reconfctl ./cmd/ctl
+
+# A local three-node cluster in the foreground; data in ./data/n1..n3.
+run: build
+	./scripts/run-local.sh
 
 # The suite CI runs. Long fuzzing and benchmarks are separate targets.
 test:
@@ -36,3 +43,15 @@ bench:
 
 clean:
 	rm -rf bin
+
+# Partition testing (see README "Partition testing (jepsen)"): a 5-node
+# cluster of real reconfd processes in network namespaces, under faults.
+# Needs root. make jepsen TIME=300 [NODES=5] [UNSAFE=1]; results in
+# jepsen/results/<timestamp>/; exits non-zero if any checker fails.
+TIME   ?= 60
+NODES  ?= 5
+UNSAFE ?=
+jepsen:
+	$(GO) build -o bin/reconfd ./cmd/node
+	$(GO) build -o bin/jepsen ./jepsen/cmd/jepsen
+	./bin/jepsen -time $(TIME) -nodes $(NODES) -unsafe "$(UNSAFE)" -bin bin/reconfd -results jepsen/results

@@ -946,7 +946,7 @@ func TestRegisterBundleCanonicalisesAndIsNotGated(t *testing.T) {
 	s1, s2 := rcSess(1), rcSess(2)
 	r := h.ok(&RegisterBundle{Bundle: Bundle{ID: "b", ProtocolIDs: []string{"p2", "p1", "p2"},
 		Exports: []string{"z", "a", "z"}, Imports: []string{"q", "q"},
-		Footprint: Footprint{SchemaVersion: "", Native: []SessionID{s2, s1, s2}}}})
+		Footprint: Footprint{SchemaVersion: "", Native: []SessionID{s2, s1}}}})
 	b := r.Bundle
 	if !slices.Equal(b.ProtocolIDs, []string{"p2", "p1", "p2"}) {
 		t.Fatalf("protocol ids are an ordered list with duplicates: %v", b.ProtocolIDs)
@@ -957,6 +957,8 @@ func TestRegisterBundleCanonicalisesAndIsNotGated(t *testing.T) {
 	if b.Footprint.SchemaVersion != SchemaVersion || !slices.Equal(b.Footprint.Native, []SessionID{s1, s2}) {
 		t.Fatalf("footprint %+v", b.Footprint)
 	}
+	// A session listed twice is an input error (a footprint is a set).
+	h.reject(&RegisterBundle{Bundle: Bundle{ID: "dup", Footprint: Footprint{Native: []SessionID{s1, s1}}}}, CodeInvalidArgument)
 	// Nothing else is validated: unresolved imports, bundle footprints that
 	// overlap authority footprints, incoherent bundle footprints.
 	h.ok(&RegisterBundle{Bundle: Bundle{ID: "c", Imports: []string{"nobody"}, Footprint: Footprint{DelegatedOut: []SessionID{s1}}}})
@@ -1537,6 +1539,84 @@ func (m *rcModel) delegate(s SessionID, from, to AuthorityID) string {
 	return ""
 }
 
+// TestIncrementalCoherenceMatchesGlobalCheck drives the FSM and the model
+// with the same random footprint changes and delegations and requires the
+// same accept/reject decision and the same messages, every step.
+func TestIncrementalCoherenceMatchesGlobalCheck(t *testing.T) {
+	var coherentAccepts, incoherentRejects, ownRejects int
+	for seed := uint64(1); seed <= 10; seed++ {
+		rng := rand.New(rand.NewPCG(seed, 0x5eed))
+		h := rcNew(t)
+		m := &rcModel{fp: map[AuthorityID]map[SessionID]Class{}}
+		auths := []AuthorityID{rcAuth(1), rcAuth(2), rcAuth(3), rcAuth(4)}
+		sessions := []SessionID{rcSess(1), rcSess(2), rcSess(3), rcSess(4), rcSess(5)}
+		for step := 0; step < 300; step++ {
+			a := auths[rng.IntN(len(auths))]
+			s := sessions[rng.IntN(len(sessions))]
+			switch k := rng.IntN(20); {
+			case k < 2:
+				// Mostly natives, so that delegations have owners; the
+				// other classes create incoherence.
+				c := Native
+				if rng.IntN(3) == 0 {
+					c = Class(1 + rng.IntN(3))
+				}
+				h.extend(a, s, c)
+				m.touch(a)[s] = c
+			case k < 7:
+				h.ok(&RemoveFootprint{Authority: a, Session: s})
+				if m.fp[a] != nil {
+					delete(m.fp[a], s)
+				}
+			default:
+				// Mostly delegate from a current holder, so that most
+				// delegations get past the ownership check.
+				var holders []AuthorityID
+				for _, x := range auths {
+					if m.fp[x][s] != 0 {
+						holders = append(holders, x)
+					}
+				}
+				if len(holders) > 0 && rng.IntN(4) != 0 {
+					a = holders[rng.IntN(len(holders))]
+				}
+				to := auths[rng.IntN(len(auths))]
+				want := m.delegate(s, a, to)
+				before := h.s.Clone()
+				r := h.apply(&Delegate{rcDel(s, a, to)})
+				switch {
+				case want == "" && r.Err != nil:
+					t.Fatalf("seed %d step %d: FSM rejected %s→%s of %s: %v", seed, step, a, to, s, r.Err)
+				case want != "" && r.Err == nil:
+					t.Fatalf("seed %d step %d: FSM accepted, model expected %q", seed, step, want)
+				case want != "" && r.Err.Message != want:
+					t.Fatalf("seed %d step %d: message\n got %q\nwant %q", seed, step, r.Err.Message, want)
+				case want != "":
+					rcAssertUnchanged(t, before, h.s)
+					if r.Err.Code == CodeCoherenceViolation {
+						incoherentRejects++
+					} else {
+						ownRejects++
+					}
+				default:
+					coherentAccepts++
+				}
+			}
+			if got, want := h.s.Coherence(), rcGlobalViolations(m.footprints()); !slices.Equal(got, want) {
+				t.Fatalf("seed %d step %d: coherence\n got %q\nwant %q", seed, step, got, want)
+			}
+			if got, want := rcFootprints(h.s), m.footprints(); !reflect.DeepEqual(got, want) {
+				t.Fatalf("seed %d step %d: footprints\n got %+v\nwant %+v", seed, step, got, want)
+			}
+		}
+	}
+	if coherentAccepts < 100 || incoherentRejects < 200 || ownRejects < 100 {
+		t.Fatalf("walk too narrow: %d accepted, %d coherence rejections, %d ownership rejections",
+			coherentAccepts, incoherentRejects, ownRejects)
+	}
+	t.Logf("%d accepted, %d coherence rejections, %d ownership rejections", coherentAccepts, incoherentRejects, ownRejects)
+}
+
 // ---------------------------------------------------------------------------
 // Request-id deduplication (domain 9.7)
 
@@ -1986,5 +2066,57 @@ func TestReplicasAgree(t *testing.T) {
 		if !reflect.DeepEqual(x, y) || r1.s.Digest() != r2.s.Digest() {
 			t.Fatalf("replicas diverge on %s", op.Type())
 		}
+	}
+}
+
+func TestEnumSpellingsAndIdentifierTextForms(t *testing.T) {
+	// Phases serialise in snake_case (domain 2.16).
+	for p, want := range map[Phase]string{PhaseStaged: "staged", PhaseAdmitted: "admitted",
+		PhaseCommittedCutover: "committed_cutover", PhaseRolledBack: "rolled_back", PhaseFailed: "failed", 0: "invalid", 6: "invalid"} {
+		if p.String() != want {
+			t.Errorf("phase %d = %q, want %q", p, p.String(), want)
+		}
+	}
+	for _, c := range []Class{Native, DelegatedIn, DelegatedOut} {
+		if got, ok := ParseClass(c.String()); !ok || got != c {
+			t.Errorf("class %v does not round-trip", c)
+		}
+	}
+	if _, ok := ParseClass("owner"); ok {
+		t.Error("unknown class parsed")
+	}
+	if v, ok := ParsePendingEffectTreatment("invalidate_blocked"); !ok || v != InvalidateBlocked {
+		t.Error("pending effect treatment")
+	}
+	if v, ok := ParseCanonicalPublicationContinuity("preserve_canonical_truth"); !ok || v != PreserveCanonicalTruth {
+		t.Error("canonical publication continuity")
+	}
+	if v, ok := ParseExecutionConstraint("mixed_determinism_allowed"); !ok || v != MixedDeterminismAllowed {
+		t.Error("execution constraint")
+	}
+	// Identifiers answer with the prefixed form and accept it or a bare UUID
+	// (domain 9.8).
+	const bare = "0123abcd-4567-89ef-0123-456789abcdef"
+	s, err := ParseSessionID(bare)
+	if err != nil || s.String() != "session-"+bare {
+		t.Fatalf("session %s %v", s, err)
+	}
+	if s2, err := ParseSessionID("session-" + bare); err != nil || s2 != s {
+		t.Fatalf("prefixed session %v", err)
+	}
+	if a, err := ParseAuthorityID("authority-" + bare); err != nil || a.String() != "authority-"+bare {
+		t.Fatalf("authority %s %v", a, err)
+	}
+	if c, err := ParseContextID(bare); err != nil || c.String() != "context-"+bare {
+		t.Fatalf("context %s %v", c, err)
+	}
+	for _, bad := range []string{"", "session-", "authority-" + bare, bare[:35], bare + "0", "0123abcd_4567-89ef-0123-456789abcdef", "0123abcg-4567-89ef-0123-456789abcdef"} {
+		if _, err := ParseSessionID(bad); err == nil {
+			t.Errorf("ParseSessionID(%q) accepted", bad)
+		}
+	}
+	// Text order is byte order, which the coherence messages rely on.
+	if !(rcSess(1).String() < rcSess(2).String()) || compareSession(rcSess(1), rcSess(2)) >= 0 {
+		t.Fatal("session order")
 	}
 }

@@ -7,6 +7,7 @@ package fsm
 import (
 	"reflect"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 )
@@ -211,7 +212,7 @@ func TestLiveHandoffStaleOwner(t *testing.T) {
 	h := rcLive(t, from, s, "owner-a")
 	msg := func(label string, gen uint64, curLabel string, curGen uint64) string {
 		return "failed to transfer live session owner for session " + s.String() + ": stale owner `" + label + "` at generation " +
-			itoa(gen) + " (current owner `" + curLabel + "` at generation " + itoa(curGen) + ")"
+			strconv.FormatUint(gen, 10) + " (current owner `" + curLabel + "` at generation " + strconv.FormatUint(curGen, 10) + ")"
 	}
 	h.rejectMsg(rcHandoff(s, "owner-x", 1, "n", from, to), CodeStaleOwner, msg("owner-x", 1, "owner-a", 1))
 	h.rejectMsg(rcHandoff(s, "owner-a", 0, "n", from, to), CodeStaleOwner, msg("owner-a", 0, "owner-a", 1))
@@ -230,17 +231,6 @@ func TestLiveHandoffStaleOwner(t *testing.T) {
 	if h.s.LastFactSeq() != 2 {
 		t.Fatal("facts")
 	}
-}
-
-func itoa(v uint64) string {
-	if v == 0 {
-		return "0"
-	}
-	var b []byte
-	for ; v > 0; v /= 10 {
-		b = append([]byte{byte('0' + v%10)}, b...)
-	}
-	return string(b)
 }
 
 func TestLiveHandoffSessionMismatchAndNotFound(t *testing.T) {
