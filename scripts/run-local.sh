@@ -20,7 +20,8 @@ trap stop INT TERM
 for i in 1 2 3; do
   args=(--id "n$i" --data-dir "data/n$i" --http-addr "127.0.0.1:810$i" --raft-addr "127.0.0.1:820$i")
   if [ "$i" = 1 ]; then args+=(--bootstrap); else args+=(--join 127.0.0.1:8101); fi
-  "$BIN/reconfd" "${args[@]}" 2>&1 | sed -u "s/^/[n$i] /" &
+  # Process substitution keeps $! the node's pid, not the prefixing sed's.
+  "$BIN/reconfd" "${args[@]}" > >(sed -u "s/^/[n$i] /") 2>&1 &
   pids+=($!)
   [ "$i" = 1 ] && sleep 1
 done
