@@ -181,6 +181,34 @@ func (c *Client) call(ctx context.Context, method, path string, body any, out an
 	}
 }
 
+// Call sends any API request with the client's retries and leader
+// following, decoding a 200 answer into out (when not nil). For routes the
+// typed methods below do not cover, or callers that need the raw answer.
+func (c *Client) Call(ctx context.Context, method, path string, body, out any) error {
+	return c.call(ctx, method, path, body, out)
+}
+
+// CallAt sends one request to one address, without retries: for asking a
+// particular node (its digest, its health).
+func (c *Client) CallAt(ctx context.Context, addr, method, path string, body, out any) error {
+	var payload []byte
+	if body != nil {
+		b, err := json.Marshal(body)
+		if err != nil {
+			return err
+		}
+		payload = b
+	}
+	resp, err := c.send(ctx, method, addr, path, payload)
+	if err != nil {
+		return err
+	}
+	return c.finish(resp, out)
+}
+
+// Addrs lists the addresses the client was given.
+func (c *Client) Addrs() []string { return append([]string(nil), c.addrs...) }
+
 func (c *Client) send(ctx context.Context, method, addr, path string, payload []byte) (*http.Response, error) {
 	var body io.Reader
 	if payload != nil {

@@ -95,7 +95,7 @@ func capabilitiesSet(ctx context.Context, c *cli.Context, x *conn) error {
 		rid = transport.NewRequestID()
 	}
 	var res transport.CapabilitiesJSON
-	if err := x.raw.call(ctx, http.MethodPut, "/v1/capabilities", transport.CapabilitiesJSON{Reconfiguration: &on, RequestID: rid}, &res); err != nil {
+	if err := x.client.Call(ctx, http.MethodPut, "/v1/capabilities", transport.CapabilitiesJSON{Reconfiguration: &on, RequestID: rid}, &res); err != nil {
 		return err
 	}
 	if x.json {

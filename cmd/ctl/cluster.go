@@ -214,7 +214,7 @@ func clusterSnapshot(ctx context.Context, c *cli.Context, x *conn) error {
 		Node  string `json:"node"`
 		Index uint64 `json:"index"`
 	}
-	if err := x.raw.call(ctx, http.MethodPost, "/v1/cluster/snapshot", struct{}{}, &res); err != nil {
+	if err := x.client.Call(ctx, http.MethodPost, "/v1/cluster/snapshot", struct{}{}, &res); err != nil {
 		return err
 	}
 	if x.json {
@@ -311,9 +311,9 @@ func clusterDigest(ctx context.Context, c *cli.Context, x *conn) error {
 	}
 	var out []nodeDigest
 	failed := 0
-	for _, addr := range x.raw.addrs {
+	for _, addr := range x.client.Addrs() {
 		nd := nodeDigest{Addr: addr}
-		if err := x.raw.once(ctx, http.MethodGet, addr, "/v1/cluster/digest", nil, &nd.DigestJSON); err != nil {
+		if err := x.client.CallAt(ctx, addr, http.MethodGet, "/v1/cluster/digest", nil, &nd.DigestJSON); err != nil {
 			nd.Error = err.Error()
 			failed++
 		}

@@ -1,19 +1,13 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
-	"encoding/json"
-	"errors"
-	"fmt"
-	"io"
 	"net"
 	"net/http"
 	"os"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/urfave/cli/v2"
@@ -21,13 +15,11 @@ import (
 	"github.com/reconf/reconf/transport"
 )
 
-// conn is what one command needs to talk to the cluster: the Go client,
-// a raw JSON caller for the few calls the client does not expose fully, and
+// conn is what one command needs to talk to the cluster: the Go client and
 // the output settings.
 type conn struct {
 	*streams
 	client  *transport.Client
-	raw     *rawClient
 	json    bool
 	timeout time.Duration
 	// base is the command's context without the --timeout bound, for
@@ -60,10 +52,8 @@ func connect(c *cli.Context, s *streams) (*conn, error) {
 		IdleConnTimeout:     90 * time.Second,
 	}}
 	opts := []transport.ClientOption{transport.WithHTTPClient(hc)}
-	scheme := "http"
 	if tlsCfg != nil {
 		opts = append(opts, transport.WithTLS(tlsCfg))
-		scheme = "https"
 	}
 	client := transport.NewClient(addrs, opts...)
 	client.Token = c.String("token")
@@ -79,7 +69,6 @@ func connect(c *cli.Context, s *streams) (*conn, error) {
 	return &conn{
 		streams: s,
 		client:  client,
-		raw:     &rawClient{addrs: addrs, scheme: scheme, http: hc, token: client.Token, retryFor: retryFor},
 		json:    c.Bool("json"),
 		timeout: timeout,
 	}, nil
@@ -152,129 +141,4 @@ func splitList(s string) []string {
 		}
 	}
 	return out
-}
-
-// rawClient sends JSON requests the way transport.Client does (try each
-// address, follow the leader it names, retry while a node answers
-// "unavailable" or "unknown_outcome"), for the calls where the Go client
-// hides a field reconfctl needs: the request id of a footprint removal and
-// of a capability change, and the node of a snapshot.
-type rawClient struct {
-	addrs    []string
-	scheme   string
-	http     *http.Client
-	token    string
-	retryFor time.Duration
-
-	mu        sync.Mutex
-	preferred string
-}
-
-func (r *rawClient) order() []string {
-	r.mu.Lock()
-	pref := r.preferred
-	r.mu.Unlock()
-	if pref == "" {
-		return r.addrs
-	}
-	out := []string{pref}
-	for _, a := range r.addrs {
-		if a != pref {
-			out = append(out, a)
-		}
-	}
-	return out
-}
-
-// call sends method path with body (JSON, nil for none) and decodes a 200
-// answer into out.
-func (r *rawClient) call(ctx context.Context, method, path string, body, out any) error {
-	var payload []byte
-	if body != nil {
-		b, err := json.Marshal(body)
-		if err != nil {
-			return err
-		}
-		payload = b
-	}
-	deadline := time.Now().Add(r.retryFor)
-	backoff := 20 * time.Millisecond
-	var lastErr error
-	for {
-		for _, addr := range r.order() {
-			err := r.once(ctx, method, addr, path, payload, out)
-			if err == nil || ctx.Err() != nil {
-				return err
-			}
-			var ae *transport.APIError
-			if errors.As(err, &ae) && ae.Code != transport.CodeUnavailable && ae.Code != transport.CodeUnknownOutcome {
-				return err
-			}
-			lastErr = err
-			if ae == nil {
-				r.mu.Lock()
-				if r.preferred == addr {
-					r.preferred = ""
-				}
-				r.mu.Unlock()
-			}
-		}
-		if time.Now().After(deadline) {
-			return lastErr
-		}
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(backoff):
-		}
-		if backoff < 500*time.Millisecond {
-			backoff *= 2
-		}
-	}
-}
-
-func (r *rawClient) once(ctx context.Context, method, addr, path string, payload []byte, out any) error {
-	var body io.Reader
-	if payload != nil {
-		body = bytes.NewReader(payload)
-	}
-	req, err := http.NewRequestWithContext(ctx, method, r.scheme+"://"+addr+path, body)
-	if err != nil {
-		return err
-	}
-	if payload != nil {
-		req.Header.Set("Content-Type", "application/json")
-	}
-	if r.token != "" {
-		req.Header.Set("Authorization", "Bearer "+r.token)
-	}
-	resp, err := r.http.Do(req)
-	if err != nil {
-		return err
-	}
-	defer resp.Body.Close()
-	if l := resp.Header.Get(transport.HeaderLeader); l != "" {
-		r.mu.Lock()
-		r.preferred = l
-		r.mu.Unlock()
-	}
-	b, err := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
-	if err != nil {
-		return err
-	}
-	if resp.StatusCode != http.StatusOK {
-		var eb transport.ErrorBody
-		if json.Unmarshal(b, &eb) == nil && eb.Error.Code != "" {
-			return &transport.APIError{Status: resp.StatusCode, Code: eb.Error.Code, Message: eb.Error.Message}
-		}
-		return &transport.APIError{Status: resp.StatusCode, Code: transport.CodeInternal,
-			Message: strings.TrimSpace(resp.Status + " " + string(b))}
-	}
-	if out == nil {
-		return nil
-	}
-	if err := json.Unmarshal(b, out); err != nil {
-		return fmt.Errorf("decode answer of %s %s: %w", method, path, err)
-	}
-	return nil
 }

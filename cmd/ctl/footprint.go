@@ -145,7 +145,7 @@ func footprintRemove(ctx context.Context, c *cli.Context, x *conn) error {
 	q := url.Values{"request_id": {rid}}
 	path := "/v1/footprints/" + url.PathEscape(auth) + "/sessions/" + url.PathEscape(sess) + "?" + q.Encode()
 	var res transport.IndexResponse
-	if err := x.raw.call(ctx, http.MethodDelete, path, nil, &res); err != nil {
+	if err := x.client.Call(ctx, http.MethodDelete, path, nil, &res); err != nil {
 		return err
 	}
 	if x.json {
