@@ -265,10 +265,20 @@ func (n *Node) Leader() (id, raftAddr string) {
 // WaitLeader waits until some leader is known, for requests that arrive
 // during an election (Consul's bounded wait), or ctx ends.
 func (n *Node) WaitLeader(ctx context.Context) (id, raftAddr string, err error) {
-	t := time.NewTicker(20 * time.Millisecond)
+	return n.waitLeaderOtherThan(ctx, "")
+}
+
+// WaitNewLeader waits until a leader other than old is known, or ctx ends.
+func (n *Node) WaitNewLeader(ctx context.Context, old string) (string, error) {
+	id, _, err := n.waitLeaderOtherThan(ctx, old)
+	return id, err
+}
+
+func (n *Node) waitLeaderOtherThan(ctx context.Context, old string) (id, raftAddr string, err error) {
+	t := time.NewTicker(10 * time.Millisecond)
 	defer t.Stop()
 	for {
-		if id, addr := n.Leader(); addr != "" {
+		if id, addr := n.Leader(); addr != "" && id != old {
 			return id, addr, nil
 		}
 		select {

@@ -4,8 +4,8 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
-	"fmt"
 	"io"
+	"reflect"
 	"slices"
 	"strings"
 )
@@ -29,7 +29,7 @@ func (s *ScopeJSON) UnmarshalJSON(b []byte) error {
 			return err
 		}
 		if word != "session" {
-			return fmt.Errorf(`scope must be "session" or {"fragments": [...]}, not %q`, word)
+			return scopeError(b)
 		}
 		*s = ScopeJSON{Session: true}
 		return nil
@@ -40,10 +40,23 @@ func (s *ScopeJSON) UnmarshalJSON(b []byte) error {
 	dec := json.NewDecoder(bytes.NewReader(b))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&f); err != nil || f.Fragments == nil {
-		return errors.New(`scope must be "session" or {"fragments": [...]}`)
+		return scopeError(b)
 	}
 	*s = ScopeJSON{Fragments: *f.Fragments}
 	return nil
+}
+
+var scopeType = reflect.TypeOf(ScopeJSON{})
+
+// scopeError is a *json.UnmarshalTypeError so that encoding/json fills in
+// the path of the field being decoded (e.g. link_boundary.capability_scope),
+// which describeJSONError names; a plain error loses it.
+func scopeError(got []byte) error {
+	v := string(got)
+	if len(v) > 64 {
+		v = v[:64] + "..."
+	}
+	return &json.UnmarshalTypeError{Value: v, Type: scopeType}
 }
 
 func sortedCopy(in []string) []string {
@@ -82,6 +95,9 @@ func describeJSONError(err error) error {
 		field := typeErr.Field
 		if field == "" {
 			field = "body"
+		}
+		if typeErr.Type == scopeType {
+			return badField(field, `must be "session" or {"fragments": [...]}, not %s`, typeErr.Value)
 		}
 		return badField(field, "must be %s, not JSON %s", jsonKind(typeErr.Type.Kind().String()), typeErr.Value)
 	case errors.As(err, &syntaxErr):

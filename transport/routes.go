@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net"
 	"net/http"
 	"strconv"
 	"sync"
@@ -483,8 +484,8 @@ func (s *Server) clusterJoin(w http.ResponseWriter, r *http.Request) {
 		if err := checkNodeID("id", req.ID); err != nil {
 			return nil, err
 		}
-		if req.RaftAddr == "" {
-			return nil, fmt.Errorf("%w: raft_addr: is required", errBadRequest)
+		if err := checkRaftAddr("raft_addr", req.RaftAddr); err != nil {
+			return nil, err
 		}
 		voter := req.Voter == nil || *req.Voter
 		if err := s.node.Join(ctx, req.ID, req.RaftAddr, voter); err != nil {
@@ -498,6 +499,24 @@ func (s *Server) clusterJoin(w http.ResponseWriter, r *http.Request) {
 func checkNodeID(field, id string) error {
 	if id == "" || len(id) > fsm.MaxNameBytes {
 		return fmt.Errorf("%w: %s: must be 1 to %d bytes", errBadRequest, field, fsm.MaxNameBytes)
+	}
+	return nil
+}
+
+// checkRaftAddr accepts host:port with a numeric port. A join names a
+// server by id and address, and an existing member under the same id is
+// replaced: an unchecked typo would swap a live member for an address no
+// one listens on.
+func checkRaftAddr(field, addr string) error {
+	if addr == "" {
+		return fmt.Errorf("%w: %s: is required", errBadRequest, field)
+	}
+	if len(addr) > fsm.MaxNameBytes {
+		return fmt.Errorf("%w: %s: is %d bytes; the limit is %d", errBadRequest, field, len(addr), fsm.MaxNameBytes)
+	}
+	host, port, err := net.SplitHostPort(addr)
+	if p, perr := strconv.ParseUint(port, 10, 16); err != nil || host == "" || perr != nil || p == 0 {
+		return fmt.Errorf("%w: %s: must be host:port with a port from 1 to 65535, not %q", errBadRequest, field, addr)
 	}
 	return nil
 }
@@ -521,7 +540,12 @@ func (s *Server) clusterTransfer(w http.ResponseWriter, r *http.Request) {
 		if err := s.node.TransferLeadership(ctx, req.ID); err != nil {
 			return nil, err
 		}
-		lid, _ := s.node.Leader()
+		// The transfer returns once the target has been told to campaign;
+		// wait for the cluster to name the new leader.
+		lid, err := s.node.WaitNewLeader(ctx, s.node.ID())
+		if err != nil {
+			return nil, err
+		}
 		return map[string]any{"leader": lid}, nil
 	})
 }

@@ -11,7 +11,6 @@ import (
 	"net"
 	"net/http"
 	"strconv"
-	"sync"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
@@ -47,9 +46,6 @@ type Server struct {
 	mux     *http.ServeMux
 	forward *http.Client
 	metrics *metrics
-
-	peerMu   sync.Mutex
-	peerHTTP map[string]string // raft address → API address, learned from peers
 }
 
 // NewServer builds the API handler for a node.
@@ -74,7 +70,6 @@ func NewServer(cfg ServerConfig) *Server {
 	}
 	s := &Server{
 		cfg: cfg, node: cfg.Node, logger: cfg.Logger, mux: http.NewServeMux(),
-		peerHTTP: map[string]string{},
 	}
 	s.forward = &http.Client{Transport: &http.Transport{
 		DialContext: func(ctx context.Context, _, addr string) (net.Conn, error) {
@@ -96,6 +91,11 @@ func (s *Server) Handler() http.Handler { return s.metrics.instrument(s.mux) }
 func (s *Server) ServeForwarded() error {
 	srv := &http.Server{Handler: s.Handler(), ReadHeaderTimeout: 10 * time.Second}
 	err := srv.Serve(s.cfg.Mux.ForwardListener())
+	// The port is closed, so the node is going away: drop the connections
+	// peers still hold too. Answering on them would speak for a node that no
+	// longer runs, and, after a restart on the same port, keep peers talking
+	// to the dead instance instead of the new one.
+	_ = srv.Close()
 	if errors.Is(err, net.ErrClosed) || errors.Is(err, http.ErrServerClosed) {
 		return nil
 	}
@@ -187,6 +187,10 @@ func (s *Server) write(w http.ResponseWriter, r *http.Request, req any, build bu
 			writeBadInput(w, err)
 			return
 		}
+	} else if len(bytes.TrimSpace(body)) > 0 {
+		// A body here would be silently ignored, a request_id in it too.
+		writeBadInput(w, badField("body", "must be empty: this route takes its input from the path and query (request_id too)"))
+		return
 	}
 	cmd, err := build(s.cfg.Now())
 	if err != nil {
