@@ -34,9 +34,9 @@ lint:
 # FUZZTIME per target, e.g. make fuzz FUZZTIME=2m
 FUZZTIME ?= 30s
 fuzz:
-	$(GO) test ./fsm/ -run '^$$' -fuzz '^FuzzDecodeEntry$$' -fuzztime $(FUZZTIME)
-	$(GO) test ./fsm/ -run '^$$' -fuzz '^FuzzRestore$$' -fuzztime $(FUZZTIME)
-	$(GO) test ./snapshot/ -run '^$$' -fuzz '^FuzzReader$$' -fuzztime $(FUZZTIME)
+	$(GO) test ./fsm/ -run '^$$' -fuzz '^FuzzDecodeEntry$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 3s
+	$(GO) test ./fsm/ -run '^$$' -fuzz '^FuzzRestore$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 3s
+	$(GO) test ./snapshot/ -run '^$$' -fuzz '^FuzzReader$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 3s
 
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem ./fsm/ ./snapshot/

@@ -426,5 +426,8 @@ func (s *State) executeUpgrade(op *ExecuteUpgrade) Result {
 		return Result{Err: err}
 	}
 	s.bundles.ReplaceOrInsert(bundleEntry{bundle: e.bundle, upgrade: up})
-	return Result{Execution: exec, Upgrade: up}
+	// The result carries the epoch and members, not the history: results are
+	// kept for request-id retries, and a history in each would make the
+	// request table grow with the square of the upgrades.
+	return Result{Execution: exec, Upgrade: &UpgradeSnapshot{Epoch: up.Epoch, ActiveMembers: up.ActiveMembers}}
 }

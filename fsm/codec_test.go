@@ -622,8 +622,9 @@ func TestCodecRestoreValidatesContent(t *testing.T) {
 		{"non_canonical_bundle", func(s *State) {
 			s.bundles.ReplaceOrInsert(bundleEntry{bundle: &Bundle{ID: "zz", Exports: []string{"b", "a"}, Footprint: newFootprint()}, upgrade: &UpgradeSnapshot{}})
 		}},
-		{"epoch_mismatch", func(s *State) {
-			s.bundles.ReplaceOrInsert(bundleEntry{bundle: &Bundle{ID: "zz", Footprint: newFootprint()}, upgrade: &UpgradeSnapshot{Epoch: 2}})
+		{"executions_beyond_epoch", func(s *State) {
+			s.bundles.ReplaceOrInsert(bundleEntry{bundle: &Bundle{ID: "zz", Footprint: newFootprint()},
+				upgrade: &UpgradeSnapshot{Epoch: 0, ActiveMembers: []string{"m"}, Executions: []Execution{{ArtifactID: "zz", UpgradeID: "u"}}}})
 		}},
 		{"live_generation_zero", func(s *State) { s.live.ReplaceOrInsert(&LiveSession{Session: rcSess(1), OwnerLabel: "o"}) }},
 		{"footprint_of_unlisted_authority", func(s *State) {

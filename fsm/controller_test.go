@@ -11,6 +11,7 @@ package fsm
 // they cannot collide with other test files of the package.
 
 import (
+	"bytes"
 	"fmt"
 	"maps"
 	"math/rand/v2"
@@ -662,7 +663,8 @@ func TestUpstreamRuntimeUpgradeRecordsPublicExecutionArtifacts(t *testing.T) {
 	if !reflect.DeepEqual(snap.Executions, []Execution{*x}) || snap.Epoch != 1 || !slices.Equal(snap.ActiveMembers, x.FinalMembers) {
 		t.Fatalf("snapshot %+v", snap)
 	}
-	if !reflect.DeepEqual(r.Upgrade, snap) {
+	// The result names the epoch and members; the history stays in the state.
+	if r.Upgrade.Epoch != snap.Epoch || !slices.Equal(r.Upgrade.ActiveMembers, snap.ActiveMembers) || len(r.Upgrade.Executions) != 0 {
 		t.Fatalf("result snapshot %+v, stored %+v", r.Upgrade, snap)
 	}
 	if h.s.LastFactSeq() != 0 {
@@ -1900,12 +1902,16 @@ func TestExecuteUpgradeSuccessArtifacts(t *testing.T) {
 	req2 := rcUpgradeRequest("again")
 	req2.Plan.Steps = []PlanStep{{StepID: "s", NextMembers: []string{"g5", "g6"}}}
 	r2 := h.ok(&ExecuteUpgrade{BundleID: "guardian_handoff", Request: req2})
-	if r2.Upgrade.Epoch != 2 || len(r2.Upgrade.Executions) != 2 || !slices.Equal(r2.Execution.Artifacts[0].PreviousMembers, target) ||
-		!reflect.DeepEqual(r2.Upgrade.Executions[0], *want) {
-		t.Fatalf("second %+v", r2.Upgrade)
+	stored, serr := h.s.UpgradeSnapshot("guardian_handoff")
+	if serr != nil {
+		t.Fatal(serr)
+	}
+	if r2.Upgrade.Epoch != 2 || stored.Epoch != 2 || len(stored.Executions) != 2 || !slices.Equal(r2.Execution.Artifacts[0].PreviousMembers, target) ||
+		!reflect.DeepEqual(stored.Executions[0], *want) {
+		t.Fatalf("second %+v, stored %+v", r2.Upgrade, stored)
 	}
 	// The earlier result is not changed by later upgrades.
-	if r.Upgrade.Epoch != 1 || len(r.Upgrade.Executions) != 1 {
+	if r.Upgrade.Epoch != 1 {
 		t.Fatal("a stored snapshot was modified in place")
 	}
 	// Without continuity a disjoint first step is fine.
@@ -2118,5 +2124,51 @@ func TestEnumSpellingsAndIdentifierTextForms(t *testing.T) {
 	// Text order is byte order, which the coherence messages rely on.
 	if !(rcSess(1).String() < rcSess(2).String()) || compareSession(rcSess(1), rcSess(2)) >= 0 {
 		t.Fatal("session order")
+	}
+}
+
+// A bundle keeps its newest MaxUpgradeHistory executions; the epoch still
+// counts all of them, and the state stays restorable.
+func TestUpgradeHistoryIsBounded(t *testing.T) {
+	s := New()
+	idx := uint64(1)
+	apply := func(op Op) Result {
+		r := s.Apply(idx, Command{Op: op})
+		idx++
+		if r.Err != nil {
+			t.Fatal(r.Err)
+		}
+		return r
+	}
+	apply(&SeedMembership{BundleID: "guardian_handoff", Members: []string{"m0"}})
+	total := MaxUpgradeHistory + 40
+	for i := 1; i <= total; i++ {
+		apply(&ExecuteUpgrade{BundleID: "guardian_handoff", Request: UpgradeRequest{
+			UpgradeID: fmt.Sprintf("u%d", i),
+			Plan:      Plan{Steps: []PlanStep{{StepID: "s", NextMembers: []string{fmt.Sprintf("m%d", i)}}}},
+			Compatibility: Compatibility{PendingEffectTreatment: PreservePending,
+				CanonicalPublicationContinuity: PreserveCanonicalTruth, ExecutionConstraint: PreserveBundleProfile},
+		}})
+	}
+	snap, err := s.UpgradeSnapshot("guardian_handoff")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if snap.Epoch != uint64(total) || len(snap.Executions) != MaxUpgradeHistory {
+		t.Fatalf("epoch %d with %d executions, want %d with %d", snap.Epoch, len(snap.Executions), total, MaxUpgradeHistory)
+	}
+	if first := snap.Executions[0].UpgradeID; first != fmt.Sprintf("u%d", total-MaxUpgradeHistory+1) {
+		t.Fatalf("oldest kept execution %s", first)
+	}
+	var buf bytes.Buffer
+	if err := s.Snapshot(&buf, 1); err != nil {
+		t.Fatal(err)
+	}
+	restored, _, rerr := Restore(&buf)
+	if rerr != nil {
+		t.Fatal(rerr)
+	}
+	if restored.Digest() != s.Digest() {
+		t.Fatal("restored digest differs")
 	}
 }

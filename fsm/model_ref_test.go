@@ -1,13 +1,13 @@
 package fsm
 
-// A deliberately naive reference model of the controller, written from
-// docs/domain.md (sections 2-5, with section 9 overriding) and not from the
-// FSM code. It keeps plain Go maps, re-checks coherence globally over every
-// footprint on every delegation (upstream's verify_coherence over a deep
-// copy of the footprints), and rebuilds every answer from scratch. It is slow
-// on purpose: its only job is to be obviously right. The fsm types are used
-// only as data containers for inputs and for the answers compared against
-// the FSM's.
+// A deliberately naive reference model of the controller, written from the
+// domain spec (design/domain.md sections 2-5, with section 9 overriding) and
+// not from the FSM code. It keeps plain Go maps, re-checks coherence
+// globally over every footprint on every delegation (upstream's
+// verify_coherence over a deep copy of the footprints), and rebuilds every
+// answer from scratch. It is slow on purpose: its only job is to be
+// obviously right. The fsm types are used only as data containers for
+// inputs and for the answers compared against the FSM's.
 //
 // Message texts are part of the spec: the upstream display templates of
 // domain 2.6 and 2.17, plus the reconf-specific input and owner messages,
@@ -656,7 +656,8 @@ func (m *refModel) applyOp(index uint64, op Op) Result {
 			return Result{Err: err} // 9.1: the failed attempt is not recorded
 		}
 		m.upgrades[op.BundleID] = next
-		return Result{Execution: exec, Upgrade: next.value()}
+		// The result names epoch and members; the history stays in the state.
+		return Result{Execution: exec, Upgrade: &UpgradeSnapshot{Epoch: next.epoch, ActiveMembers: next.active}}
 	}
 	panic("unreachable")
 }
@@ -936,8 +937,11 @@ func (m *refModel) planUpgrade(bundleID string, req *UpgradeRequest) (*refUpgrad
 		})
 	}
 	exec := Execution{ArtifactID: bundleID, UpgradeID: id, Artifacts: arts, FinalMembers: target}
-	next := &refUpgrade{active: target, executions: append(append([]Execution(nil), cur.executions...), exec)}
-	next.epoch = uint64(len(next.executions))
+	history := append(append([]Execution(nil), cur.executions...), exec)
+	if len(history) > MaxUpgradeHistory { // reconf keeps the newest MaxUpgradeHistory
+		history = history[len(history)-MaxUpgradeHistory:]
+	}
+	next := &refUpgrade{active: target, executions: history, epoch: cur.epoch + 1}
 	return next, &exec, nil
 }
 

@@ -144,7 +144,16 @@ func canonValue(b *strings.Builder, v reflect.Value) {
 		}
 		b.WriteString("]")
 	case reflect.String:
-		b.WriteString(strconv.Quote(v.String()))
+		str := v.String()
+		for i := 0; i < len(str); i++ {
+			if c := str[i]; c < 0x20 || c >= 0x7f || c == '"' || c == '\\' {
+				b.WriteString(strconv.Quote(str))
+				return
+			}
+		}
+		b.WriteByte('"')
+		b.WriteString(str)
+		b.WriteByte('"')
 	case reflect.Bool:
 		b.WriteString(strconv.FormatBool(v.Bool()))
 	case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64:
@@ -199,8 +208,10 @@ type modelGen struct {
 	contexts []ContextID
 	seq      int
 
-	reqIssued []string
-	reqCmds   map[string]genCmd
+	bundleCache []string
+	reqPct      int // percentage of commands that carry a request id
+	reqIssued   []string
+	reqCmds     map[string]genCmd
 }
 
 type genCmd struct {
@@ -210,7 +221,7 @@ type genCmd struct {
 }
 
 func newModelGen(r *rand.Rand, m *refModel) *modelGen {
-	g := &modelGen{r: r, m: m, reqCmds: map[string]genCmd{}}
+	g := &modelGen{r: r, m: m, reqPct: 15, reqCmds: map[string]genCmd{}}
 	fill := func() (u UUID) {
 		for i := range u {
 			u[i] = byte(r.UintN(256))
@@ -249,23 +260,27 @@ func (g *modelGen) subset(xs []string, max int) []string {
 func (g *modelGen) auth() AuthorityID { return pickOf(g.r, g.auths) }
 func (g *modelGen) sess() SessionID   { return pickOf(g.r, g.sessions) }
 
+// existingBundles lists the registered bundles in id order. Bundles are
+// never removed, so the cached list is stale exactly when the count moved.
 func (g *modelGen) existingBundles() []string {
-	var out []string
-	for id := range g.m.bundles {
-		out = append(out, id)
+	if len(g.bundleCache) != len(g.m.bundles) {
+		g.bundleCache = g.bundleCache[:0]
+		for id := range g.m.bundles {
+			g.bundleCache = append(g.bundleCache, id)
+		}
+		sort.Strings(g.bundleCache)
 	}
-	sort.Strings(out)
-	return out
+	return g.bundleCache
 }
 
 // bundleID is mostly a registered bundle, sometimes any name we know of.
 func (g *modelGen) bundleID() string {
 	switch x := g.r.IntN(100); {
-	case x < 70:
+	case x < 45:
 		return pickOf(g.r, g.existingBundles())
-	case x < 82:
+	case x < 80: // a few busy bundles: long upgrade histories, shared by clones
 		return pickOf(g.r, modelDefaultBundles)
-	case x < 92:
+	case x < 91:
 		return pickOf(g.r, modelOwnBundles)
 	case x < 96:
 		return pickOf(g.r, modelLinkedIDs)
@@ -455,18 +470,30 @@ func (g *modelGen) op() (op Op, unsafe bool) {
 	switch x := g.r.IntN(100); {
 	case x < 14:
 		class := Native
-		if !g.chance(50) {
-			class = pickOf(g.r, []Class{DelegatedIn, DelegatedOut})
+		if g.chance(30) {
+			class = pickOf(g.r, []Class{Native, DelegatedIn, DelegatedOut})
 		}
-		op = &ExtendFootprint{Authority: g.auth(), Session: g.sess(), Class: class}
-	case x < 21:
+		a, s := g.auth(), g.sess()
+		if class == Native && g.chance(70) { // keep it coherent if we can
+			var free []SessionID
+			for _, cand := range g.sessions {
+				if active, out := g.holders(cand); len(active)+len(out) == 0 {
+					free = append(free, cand)
+				}
+			}
+			if len(free) > 0 {
+				s = pickOf(g.r, free)
+			}
+		}
+		op = &ExtendFootprint{Authority: a, Session: s, Class: class}
+	case x < 19:
 		s := g.heldSession()
 		a := g.auth()
 		if active, out := g.holders(s); len(active)+len(out) > 0 && g.chance(75) {
 			a = pickOf(g.r, append(active, out...))
 		}
 		op = &RemoveFootprint{Authority: a, Session: s}
-	case x < 27: // repair: remove one holder of an incoherent session
+	case x < 31: // repair: remove one holder of an incoherent session
 		s, a := g.sess(), g.auth()
 		if v := g.violating(); len(v) > 0 {
 			s = pickOf(g.r, v)
@@ -475,10 +502,12 @@ func (g *modelGen) op() (op Op, unsafe bool) {
 			}
 		}
 		op = &RemoveFootprint{Authority: a, Session: s}
-	case x < 50:
+	case x < 51:
 		op = &Delegate{Delegation: g.delegation(g.heldSession())}
-	case x < 56:
-		o := &OpenSession{Session: g.sess(), OwnerLabel: pickOf(g.r, modelLabels)}
+	case x < 57:
+		// The last two sessions are never opened: handoffs of them find no
+		// live session.
+		o := &OpenSession{Session: pickOf(g.r, g.sessions[:len(g.sessions)-2]), OwnerLabel: pickOf(g.r, modelLabels)}
 		switch y := g.r.IntN(10); {
 		case y < 4:
 			o.BundleID = pickOf(g.r, g.existingBundles())
@@ -508,13 +537,20 @@ func (g *modelGen) op() (op Op, unsafe bool) {
 		}
 		op = h
 	case x < 71:
-		op = &SetCapabilities{Reconfiguration: g.chance(80)}
+		op = &SetCapabilities{Reconfiguration: g.chance(92)}
 	case x < 76:
 		b := Bundle{
 			ID:          pickOf(g.r, append(append([]string{}, modelOwnBundles...), pickOf(g.r, modelDefaultBundles), pickOf(g.r, modelLinkedIDs))),
 			ProtocolIDs: g.subset(modelProtocols, 3),
 			Exports:     g.subset(modelIfaces, 3),
 			Imports:     g.subset(modelIfaces, 2),
+		}
+		if g.chance(5) {
+			g.seq++
+			b.ID = fmt.Sprintf("r-%d", g.seq)
+		}
+		if len(b.Exports) > 0 && g.chance(60) { // imports it satisfies itself
+			b.Imports = g.subset(b.Exports, 2)
 		}
 		if g.chance(50) {
 			for range 1 + g.r.IntN(2) {
@@ -541,8 +577,28 @@ func (g *modelGen) op() (op Op, unsafe bool) {
 			right = left
 		}
 		linked := pickOf(g.r, modelLinkedIDs)
-		if g.chance(8) {
+		switch y := g.r.IntN(100); {
+		case y < 8:
 			linked = g.bundleID()
+		case y < 14:
+			g.seq++
+			linked = fmt.Sprintf("l-%d", g.seq)
+		}
+		if g.chance(4) {
+			// Link the self-linkable bundle with the most protocols to
+			// itself: protocol lists double until the result is too big
+			// to register.
+			best := ""
+			for _, id := range g.existingBundles() {
+				b := g.m.bundles[id]
+				if len(b.footprint) == 0 && refCompatible(b, b) && (best == "" || len(b.protocols) > len(g.m.bundles[best].protocols)) {
+					best = id
+				}
+			}
+			if best != "" {
+				g.seq++
+				left, right, linked = best, best, fmt.Sprintf("dbl-%d", g.seq)
+			}
 		}
 		op = &LinkBundles{Left: left, Right: right, LinkedID: linked}
 	case x < 88:
@@ -649,15 +705,15 @@ func (g *modelGen) command() genCmd {
 	op, unsafe := g.op()
 	gc := genCmd{cmd: Command{Op: op}, unsafe: unsafe}
 	switch x := g.r.IntN(100); {
-	case x < 15:
+	case x >= g.reqPct:
 		return gc
-	case x < 16:
+	case x < 1:
 		g.seq++
 		gc.cmd.RequestID = pickOf(g.r, []string{
 			strings.Repeat("R", MaxRequestIDBytes+1), "req\x01x", "\xffreq",
 			fmt.Sprintf("%s%08d", strings.Repeat("R", MaxRequestIDBytes-8), g.seq), // exactly at the limit
 		})
-	case x < 26 && len(g.reqIssued) > 0:
+	case x < 1+g.reqPct/4 && len(g.reqIssued) > 0:
 		var id string
 		if g.chance(70) {
 			recent := g.reqIssued[max(0, len(g.reqIssued)-300):]
@@ -698,12 +754,14 @@ type modelHarness struct {
 	t     *testing.T
 	seed  int64
 	n     int
+	test  string
 	r     *rand.Rand
 	m     *refModel
 	g     *modelGen
 	st    *State
 	twin  *State
 	froze []frozenClone
+	fork  *forkedClone
 
 	idx    uint64
 	term   uint64
@@ -722,7 +780,7 @@ func (h *modelHarness) fail(format string, args ...any) {
 		b.WriteString("\n  ")
 		b.WriteString(short(canon(c)))
 	}
-	fmt.Fprintf(&b, "\nreproduce: go test ./fsm -run '^TestModel$' -model.seed=%d -model.n=%d", h.seed, h.n)
+	fmt.Fprintf(&b, "\nreproduce: go test ./fsm -run '^%s$' -model.seed=%d -model.n=%d", h.test, h.seed, h.n)
 	h.t.Fatal(b.String())
 }
 
@@ -751,9 +809,26 @@ func (h *modelHarness) count(cmd Command, r Result) {
 		outcome = string(r.Err.Code)
 	}
 	if r.Deduped {
-		h.stats["(deduped)"]++
+		h.stats["(answered from the request-id table)"]++
+		return
 	}
 	h.stats[opName(cmd.Op)+" "+outcome]++
+	if r.Err != nil && strings.Contains(r.Err.Message, "failed: protocol_ids: has ") {
+		h.stats["(links refused: the linked bundle is too large to register)"]++
+	}
+}
+
+// countCoherent notes whether a delegation or handoff meets a coherent state
+// (otherwise it cannot succeed).
+func (h *modelHarness) countCoherent(c Command) {
+	switch c.Op.(type) {
+	case *Delegate, *Handoff:
+		if len(refCoherence(h.m.footprints)) == 0 {
+			h.stats["(delegations and handoffs tried on a coherent state)"]++
+		} else {
+			h.stats["(delegations and handoffs tried on an incoherent state)"]++
+		}
+	}
 }
 
 func (h *modelHarness) countRetry(gc genCmd) {
@@ -761,7 +836,7 @@ func (h *modelHarness) countRetry(gc genCmd) {
 		if _, held := h.m.requests[gc.cmd.RequestID]; held {
 			h.stats["(retries answered from the table)"]++
 		} else {
-			h.stats["(retries of an evicted id, applied again)"]++
+			h.stats["(retries of an id not in the table: applied)"]++
 		}
 	}
 }
@@ -781,6 +856,7 @@ func (h *modelHarness) applyOne(gc genCmd) {
 	}
 	h.note(gc.cmd)
 	h.countRetry(gc)
+	h.countCoherent(gc.cmd)
 	want := h.m.apply(h.idx, gc.cmd)
 	got := h.st.Apply(h.idx, gc.cmd)
 	h.compareResult("Apply", gc.cmd, got, want)
@@ -805,6 +881,7 @@ func (h *modelHarness) applyBatch(gcs []genCmd) {
 	for i, c := range cmds {
 		h.note(c)
 		h.countRetry(gcs[i])
+		h.countCoherent(c)
 		var want Result
 		if b, ok := c.Op.(*bogusOp); ok {
 			// The decoder cannot read it: rejected on its own, request id
@@ -824,8 +901,10 @@ func (h *modelHarness) applyBatch(gcs []genCmd) {
 	h.stats["(entries)"]++
 }
 
-// compareState checks every observable part of st against the model.
-func (h *modelHarness) compareState(what string, st *State, m *refModel) {
+// compareState checks every observable part of st against the model. A
+// light comparison skips bundles and upgrade snapshots and checks only the
+// newest facts: the costly parts.
+func (h *modelHarness) compareState(what string, st *State, m *refModel, light bool) {
 	h.t.Helper()
 	eq := func(part string, got, want any) {
 		h.t.Helper()
@@ -836,29 +915,31 @@ func (h *modelHarness) compareState(what string, st *State, m *refModel) {
 	eq("applied index", st.AppliedIndex(), m.applied)
 	eq("capability gate", st.Reconfiguration(), m.gate)
 
-	var ids []string
-	for id := range m.bundles {
-		ids = append(ids, id)
-	}
-	sort.Strings(ids)
-	var wantBundles []*Bundle
-	for _, id := range ids {
-		wantBundles = append(wantBundles, m.bundles[id].value())
-	}
-	eq("bundles", st.Bundles(), wantBundles)
-	for _, id := range append(ids, "nope") {
-		gotSnap, gotErr := st.UpgradeSnapshot(id)
-		var wantSnap *UpgradeSnapshot
-		var wantErr *Error
-		switch u := m.upgrades[id]; {
-		case m.bundles[id] == nil:
-			wantErr = refErr(CodeBundleNotFound, "runtime upgrade for bundle `%s` failed: bundle not found: %s", id, id)
-		case len(u.active) == 0:
-			wantErr = refInvalidUpgrade(id, "active membership must be seeded before exporting a runtime-upgrade snapshot")
-		default:
-			wantSnap = u.value()
+	if !light {
+		var ids []string
+		for id := range m.bundles {
+			ids = append(ids, id)
 		}
-		eq("upgrade snapshot of "+id, []any{gotSnap, gotErr}, []any{wantSnap, wantErr})
+		sort.Strings(ids)
+		var wantBundles []*Bundle
+		for _, id := range ids {
+			wantBundles = append(wantBundles, m.bundles[id].value())
+		}
+		eq("bundles", st.Bundles(), wantBundles)
+		for _, id := range append(ids, "nope") {
+			gotSnap, gotErr := st.UpgradeSnapshot(id)
+			var wantSnap *UpgradeSnapshot
+			var wantErr *Error
+			switch u := m.upgrades[id]; {
+			case m.bundles[id] == nil:
+				wantErr = refErr(CodeBundleNotFound, "runtime upgrade for bundle `%s` failed: bundle not found: %s", id, id)
+			case len(u.active) == 0:
+				wantErr = refInvalidUpgrade(id, "active membership must be seeded before exporting a runtime-upgrade snapshot")
+			default:
+				wantSnap = u.value()
+			}
+			eq("upgrade snapshot of "+id, []any{gotSnap, gotErr}, []any{wantSnap, wantErr})
+		}
 	}
 
 	var auths []AuthorityID
@@ -884,10 +965,13 @@ func (h *modelHarness) compareState(what string, st *State, m *refModel) {
 		}
 		eq("live session "+s.String(), []any{ls, ok}, want)
 	}
-	eq("facts", st.Facts(0, 0), m.facts)
+
 	eq("last fact seq", st.LastFactSeq(), uint64(len(m.facts)))
+	if !light {
+		eq("facts", st.Facts(0, 0), m.facts)
+	}
 	if len(m.facts) > 0 {
-		after := h.r.Uint64N(uint64(len(m.facts)) + 2)
+		after := uint64(len(m.facts)) - min(uint64(len(m.facts)), 20) + h.r.Uint64N(22)
 		limit := h.r.IntN(4)
 		var want []Fact
 		for _, f := range m.facts {
@@ -927,11 +1011,11 @@ func (h *modelHarness) snapshotRestore() {
 	}
 	h.st = restored // carry on with the restored state as the live one
 	h.stats["(snapshot+restore)"]++
-	h.compareState("after restore", h.st, h.m)
+	h.compareState("after restore", h.st, h.m, true)
 }
 
 func (h *modelHarness) checkpoint() {
-	h.compareState("live state", h.st, h.m)
+	h.compareState("live state", h.st, h.m, h.r.IntN(3) != 0)
 	h.stats["(state comparisons)"]++
 }
 
@@ -951,16 +1035,54 @@ func (h *modelHarness) verifyFrozen(all bool) {
 		if f.st.Digest() != f.digest {
 			h.fail("a clone taken at step %d changed after %d more commands applied to the original", f.takenAt, h.step-f.takenAt)
 		}
-		h.compareState(fmt.Sprintf("clone frozen at step %d", f.takenAt), f.st, f.model)
+		h.compareState(fmt.Sprintf("clone frozen at step %d", f.takenAt), f.st, f.model, false)
 	}
 	h.froze = keep
+}
+
+// forkedClone is a clone that goes its own way: it gets a different command
+// stream, checked against its own copy of the model, while the original
+// carries on. A lockstep twin cannot catch state shared by mistake between
+// clones (both sides would write the same values); a fork can.
+type forkedClone struct {
+	st      *State
+	m       *refModel
+	g       *modelGen
+	idx     uint64
+	takenAt int
+	retire  int
+}
+
+func (h *modelHarness) startFork() {
+	fm := h.m.clone()
+	g := &modelGen{r: h.r, m: fm, auths: h.g.auths, sessions: h.g.sessions, contexts: h.g.contexts,
+		seq: h.g.seq + 10_000_000, reqPct: h.g.reqPct, reqCmds: map[string]genCmd{}}
+	h.fork = &forkedClone{st: h.st.Clone(), m: fm, g: g, idx: h.idx, takenAt: h.step, retire: h.step + 50 + h.r.IntN(250)}
+	h.stats["(forked clones)"]++
+}
+
+func (h *modelHarness) stepFork() {
+	f := h.fork
+	gc := f.g.command()
+	f.idx++
+	want := f.m.apply(f.idx, gc.cmd)
+	got := f.st.Apply(f.idx, gc.cmd)
+	h.compareResult(fmt.Sprintf("Apply on the clone forked at step %d", f.takenAt), gc.cmd, got, want)
+	h.stats["(commands applied to forked clones)"]++
+}
+
+func (h *modelHarness) endFork() {
+	f := h.fork
+	h.compareState(fmt.Sprintf("clone forked at step %d", f.takenAt), f.st, f.m, false)
+	h.compareState(fmt.Sprintf("live state, after a fork at step %d", f.takenAt), h.st, h.m, false)
+	h.fork = nil
 }
 
 func (h *modelHarness) renewTwin() {
 	if h.twin.Digest() != h.st.Digest() {
 		h.fail("twin clone digest differs from the live state's")
 	}
-	h.compareState("twin clone", h.twin, h.m)
+	h.compareState("twin clone", h.twin, h.m, false)
 	h.twin = h.st.Clone()
 	h.stats["(twin renewals)"]++
 }
@@ -971,13 +1093,14 @@ func (h *modelHarness) run() {
 			h.fail("panic: %v\n%s", p, debug.Stack())
 		}
 	}()
-	h.compareState("initial state", h.st, h.m)
+	h.compareState("initial state", h.st, h.m, false)
 	// Per-iteration probabilities chosen for a few hundred snapshots, tens
 	// of frozen clones and twin renewals over the run.
 	iterations := float64(h.n) / 1.5
-	pSnap := 300 / iterations
+	pSnap := 200 / iterations
 	pFreeze := 60 / iterations
 	pTwin := 25 / iterations
+	pFork := 100 / iterations
 	nextCheck := 0
 	for h.step < h.n {
 		if h.r.IntN(5) == 0 {
@@ -996,6 +1119,12 @@ func (h *modelHarness) run() {
 		} else {
 			h.applyOne(h.g.command())
 		}
+		if h.fork != nil {
+			h.stepFork()
+			if h.step >= h.fork.retire {
+				h.endFork()
+			}
+		}
 		if h.step >= nextCheck {
 			h.checkpoint()
 			nextCheck = h.step + 100 + h.r.IntN(300)
@@ -1003,15 +1132,20 @@ func (h *modelHarness) run() {
 		}
 		f := h.r.Float64()
 		switch {
-		case f < pSnap:
+		case f < pSnap && h.fork == nil: // a restore would end the sharing a fork tests
 			h.snapshotRestore()
 		case f < pSnap+pFreeze:
 			h.freeze()
 		case f < pSnap+pFreeze+pTwin:
 			h.renewTwin()
+		case f < pSnap+pFreeze+pTwin+pFork && h.fork == nil:
+			h.startFork()
 		}
 	}
-	h.checkpoint()
+	h.compareState("final state", h.st, h.m, false)
+	if h.fork != nil {
+		h.endFork()
+	}
 	h.verifyFrozen(true)
 	h.renewTwin()
 	h.snapshotRestore()
@@ -1023,7 +1157,7 @@ func TestModel(t *testing.T) {
 	r := rand.New(rand.NewPCG(uint64(seed), 0x7265636f6e66))
 	m := newRefModel()
 	st := New()
-	h := &modelHarness{t: t, seed: seed, n: n, r: r, m: m, g: newModelGen(r, m), st: st, twin: st.Clone(), stats: map[string]int{}}
+	h := &modelHarness{t: t, seed: seed, n: n, test: "TestModel", r: r, m: m, g: newModelGen(r, m), st: st, twin: st.Clone(), stats: map[string]int{}}
 	start := time.Now()
 	h.run()
 
@@ -1041,4 +1175,91 @@ func TestModel(t *testing.T) {
 	if h.step < n {
 		t.Fatalf("seed=%d: applied %d commands, want at least %d", seed, h.step, n)
 	}
+}
+
+// TestModelRequestIDEviction fills the request-id table past MaxRequestIDs
+// with a random command mix, retrying ids at the eviction boundary (the
+// oldest still held, the newest evicted) throughout, and checks every answer
+// and the table's size against the model, across a snapshot and restore.
+func TestModelRequestIDEviction(t *testing.T) {
+	seed, _ := modelParams(t)
+	t.Logf("model seed=%d (reproduce: go test ./fsm -run '^TestModelRequestIDEviction$' -model.seed=%d)", seed, seed)
+	r := rand.New(rand.NewPCG(uint64(seed), 0x65766963))
+	m := newRefModel()
+	st := New()
+	h := &modelHarness{t: t, seed: seed, n: MaxRequestIDs + MaxRequestIDs/8 + 4000, r: r, test: "TestModelRequestIDEviction", m: m, g: newModelGen(r, m), st: st, twin: st.Clone(), stats: map[string]int{}}
+	var evicted []string
+	fresh := 0
+	next := func() genCmd {
+		op, unsafe := h.g.op()
+		gc := genCmd{cmd: Command{Op: op}, unsafe: unsafe}
+		switch x := r.IntN(100); {
+		case x < 3 && len(m.fifo) > 0: // the oldest id still held
+			gc.cmd.RequestID = m.fifo[r.IntN(min(len(m.fifo), 3))]
+			gc.retry = true
+		case x < 6 && len(evicted) > 0: // an id just forgotten
+			gc.cmd.RequestID = evicted[len(evicted)-1-r.IntN(min(len(evicted), 3))]
+			gc.retry = true
+		case x < 9 && len(m.fifo) > 0: // a recent id
+			gc.cmd.RequestID = m.fifo[len(m.fifo)-1-r.IntN(min(len(m.fifo), 50))]
+			gc.retry = true
+		default:
+			fresh++
+			gc.cmd.RequestID = fmt.Sprintf("ev-%d", fresh)
+		}
+		return gc
+	}
+	// track evictions: the model's FIFO head moves past them
+	forgotten := func(before []string) {
+		for _, id := range before {
+			if _, held := m.requests[id]; !held {
+				evicted = append(evicted, id)
+			}
+		}
+	}
+	func() {
+		defer func() {
+			if p := recover(); p != nil {
+				h.fail("panic: %v\n%s", p, debug.Stack())
+			}
+		}()
+		for h.step < h.n {
+			head := append([]string(nil), m.fifo[:min(len(m.fifo), 24)]...)
+			if r.IntN(4) == 0 {
+				var gcs []genCmd
+				for range 1 + r.IntN(16) {
+					if gc := next(); gc.unsafe {
+						h.applyOne(gc)
+					} else {
+						gcs = append(gcs, gc)
+					}
+				}
+				if len(gcs) > 0 {
+					h.applyBatch(gcs)
+				}
+			} else {
+				h.applyOne(next())
+			}
+			forgotten(head)
+			if h.step%5000 == 0 {
+				h.compareState("live state", h.st, m, true)
+			}
+		}
+		if len(m.requests) != MaxRequestIDs || h.st.Stats().RequestIDs != MaxRequestIDs {
+			h.fail("request table holds %d (model %d), want it full at %d", h.st.Stats().RequestIDs, len(m.requests), MaxRequestIDs)
+		}
+		if len(evicted) == 0 {
+			h.fail("no request id was evicted")
+		}
+		// The table, with its expiry order, survives a snapshot: retry ids
+		// around the boundary on the restored state.
+		h.snapshotRestore()
+		h.twin = h.st.Clone()
+		for range 200 {
+			h.applyOne(next())
+		}
+		h.compareState("final state", h.st, m, false)
+	}()
+	t.Logf("seed=%d: %d commands, %d fresh request ids, %d evicted, %d retries answered from the table, %d retries applied again",
+		seed, h.step, fresh, len(evicted), h.stats["(retries answered from the table)"], h.stats["(retries of an id not in the table: applied)"])
 }

@@ -29,7 +29,7 @@ const (
 )
 
 // sections in the order they are written and must be read.
-var sections = [...]string{"meta", "bundles", "authorities", "footprints", "live", "facts", "requests"}
+var sections = [...]string{"meta", "bundles", "upgrades", "authorities", "footprints", "live", "facts", "requests"}
 
 // ErrInvalidState is returned by restore for a snapshot whose container is
 // sound but whose content is not a valid state.
@@ -99,8 +99,21 @@ func (s *State) writeSection(name string, rw *recordWriter, digest bool) {
 	case "bundles":
 		s.bundles.Ascend(func(b bundleEntry) bool {
 			e.bundle(b.bundle)
-			e.upgradeSnapshot(b.upgrade)
+			e.uvarint(b.upgrade.Epoch)
+			e.strs(b.upgrade.ActiveMembers)
+			e.uvarint(uint64(len(b.upgrade.Executions)))
 			rw.flushRecord()
+			return rw.err == nil
+		})
+	case "upgrades":
+		// One record per execution: a long history never makes one record
+		// too large to restore.
+		s.bundles.Ascend(func(b bundleEntry) bool {
+			for i := range b.upgrade.Executions {
+				e.str(b.bundle.ID)
+				e.execution(&b.upgrade.Executions[i])
+				rw.flushRecord()
+			}
 			return rw.err == nil
 		})
 	case "authorities":
@@ -210,6 +223,7 @@ func Restore(r io.Reader) (*State, snapshot.Header, error) {
 		return nil, snapshot.Header{}, err
 	}
 	st := newEmptyState()
+	pending := map[string]int{} // executions each bundle's record announced
 	for _, want := range sections {
 		name, sec, err := sr.Next()
 		if err == io.EOF {
@@ -221,7 +235,7 @@ func Restore(r io.Reader) (*State, snapshot.Header, error) {
 		if name != want {
 			return nil, sr.Header(), fmt.Errorf("%w: section %s where %s was expected", ErrInvalidState, name, want)
 		}
-		if err := st.readSection(name, bufio.NewReaderSize(sec, 64<<10)); err != nil {
+		if err := st.readSection(name, bufio.NewReaderSize(sec, 64<<10), pending); err != nil {
 			return nil, sr.Header(), fmt.Errorf("section %s: %w", name, err)
 		}
 	}
@@ -282,7 +296,7 @@ func untilEnd(d *decoder, item func() error) error {
 	return d.err
 }
 
-func (s *State) readSection(name string, br *bufio.Reader) error {
+func (s *State) readSection(name string, br *bufio.Reader, pending map[string]int) error {
 	switch name {
 	case "meta":
 		records := 0
@@ -299,10 +313,16 @@ func (s *State) readSection(name string, br *bufio.Reader) error {
 	case "bundles":
 		var last string
 		return readRecords(br, func(d *decoder) error {
-			b, up := d.bundle(), d.upgradeSnapshot()
+			b := d.bundle()
+			up := &UpgradeSnapshot{Epoch: d.uvarint(), ActiveMembers: d.strs()}
+			n := d.uvarint()
 			if d.err != nil {
 				return d.err
 			}
+			if n > MaxUpgradeHistory || n > up.Epoch {
+				return fmt.Errorf("bundle %q announces %d executions at epoch %d", b.ID, n, up.Epoch)
+			}
+			pending[b.ID] = int(n)
 			if s.bundles.Len() > 0 && b.ID <= last {
 				return fmt.Errorf("bundle %q out of order", b.ID)
 			}
@@ -313,6 +333,36 @@ func (s *State) readSection(name string, br *bufio.Reader) error {
 			s.bundles.ReplaceOrInsert(bundleEntry{bundle: b, upgrade: up})
 			return nil
 		})
+	case "upgrades":
+		var last string
+		err := readRecords(br, func(d *decoder) error {
+			id, x := d.str(), d.execution()
+			if d.err != nil {
+				return d.err
+			}
+			e, ok := s.bundles.Get(bundleEntry{bundle: &Bundle{ID: id}})
+			switch {
+			case !ok:
+				return fmt.Errorf("execution for unknown bundle %q", id)
+			case id < last:
+				return fmt.Errorf("execution for bundle %q out of order", id)
+			case pending[id] == 0:
+				return fmt.Errorf("more executions for bundle %q than announced", id)
+			}
+			last = id
+			pending[id]--
+			e.upgrade.Executions = append(e.upgrade.Executions, *x)
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+		for id, n := range pending {
+			if n != 0 {
+				return fmt.Errorf("%w: bundle %q is missing %d executions", ErrInvalidState, id, n)
+			}
+		}
+		return nil
 	case "authorities":
 		var last AuthorityID
 		return readRecords(br, func(d *decoder) error {
@@ -413,7 +463,7 @@ func checkStoredBundle(b *Bundle, up *UpgradeSnapshot) error {
 		slices.Equal(f.Native, sortedSessions(f.Native)) && slices.Equal(f.DelegatedIn, sortedSessions(f.DelegatedIn)) &&
 		slices.Equal(f.DelegatedOut, sortedSessions(f.DelegatedOut)) &&
 		slices.Equal(up.ActiveMembers, canonicalMembers(up.ActiveMembers)) &&
-		up.Epoch == uint64(len(up.Executions))
+		up.Epoch >= uint64(len(up.Executions))
 	if !canonical {
 		return errors.New("not in canonical form")
 	}

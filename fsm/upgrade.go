@@ -136,6 +136,13 @@ type Execution struct {
 	FinalMembers []string
 }
 
+// MaxUpgradeHistory bounds the executions a bundle's snapshot keeps: the
+// oldest is dropped when a new one would exceed it. Upstream keeps them all;
+// a replicated state cannot grow without bound from one bundle, and every
+// replica drops the same one. Epoch still counts every execution since the
+// last seed (domain invariant I13 reads "executions since the last seed").
+const MaxUpgradeHistory = 256
+
 // UpgradeSnapshot is a bundle's runtime-upgrade membership state (telltale's
 // ReconfigurationRuntimeSnapshot). Upstream's history and plan_executions are
 // only ever cleared by Aura, so they are always empty and not stored.
@@ -234,10 +241,14 @@ func planUpgrade(bundleID string, snap *UpgradeSnapshot, req *UpgradeRequest) (*
 	}
 	// Copy the executions: the old snapshot may be shared with an FSM
 	// snapshot being persisted.
-	execs := make([]Execution, len(snap.Executions), len(snap.Executions)+1)
-	copy(execs, snap.Executions)
+	kept := snap.Executions
+	if len(kept) >= MaxUpgradeHistory {
+		kept = kept[len(kept)-MaxUpgradeHistory+1:]
+	}
+	execs := make([]Execution, len(kept), len(kept)+1)
+	copy(execs, kept)
 	execs = append(execs, exec)
-	next := &UpgradeSnapshot{Epoch: uint64(len(execs)), ActiveMembers: target, Executions: execs}
+	next := &UpgradeSnapshot{Epoch: snap.Epoch + 1, ActiveMembers: target, Executions: execs}
 	return next, &exec, nil
 }
 

@@ -312,11 +312,13 @@ type UpgradeSnapshotResponse struct {
 	Index    uint64              `json:"index"`
 }
 
-// ExecuteUpgradeResponse answers an executed upgrade.
+// ExecuteUpgradeResponse answers an executed upgrade: the execution and the
+// bundle's epoch and members after it (the history is GET /v1/upgrades/{bundle}).
 type ExecuteUpgradeResponse struct {
-	Execution ExecutionJSON       `json:"execution"`
-	Snapshot  UpgradeSnapshotJSON `json:"snapshot"`
-	Index     uint64              `json:"index"`
+	Execution     ExecutionJSON `json:"execution"`
+	Epoch         uint64        `json:"epoch"`
+	ActiveMembers []string      `json:"active_members"`
+	Index         uint64        `json:"index"`
 }
 
 // FactJSON is one audit fact.
@@ -351,6 +353,13 @@ type NodeJSON struct {
 	HTTPAddr string `json:"http_addr"`
 	Suffrage string `json:"suffrage,omitempty"`
 	State    string `json:"state,omitempty"`
+
+	// GET /v1/internal/node only: the cluster this node belongs to and
+	// what it decodes (CommandSupport, for the upgrade gate).
+	ClusterID      string   `json:"cluster_id,omitempty"`
+	EntryFormat    int      `json:"entry_format,omitempty"`
+	CommandVersion int      `json:"command_version,omitempty"`
+	CommandTypes   []string `json:"command_types,omitempty"`
 }
 
 // StatusJSON is GET /v1/cluster/status.
@@ -368,6 +377,12 @@ type JoinRequest struct {
 	ID       string `json:"id"`
 	RaftAddr string `json:"raft_addr"`
 	Voter    *bool  `json:"voter,omitempty"` // default true
+	// ClusterID is the cluster the joining node's data dir belongs to, if
+	// any; a join into another cluster is refused (cluster_mismatch).
+	ClusterID string `json:"cluster_id,omitempty"`
+	// Replace lets the join take over the id or address of a member that
+	// still answers (else member_conflict).
+	Replace bool `json:"replace,omitempty"`
 }
 
 // NodeIDRequest is POST /v1/cluster/remove and transfer-leadership.

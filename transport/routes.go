@@ -269,7 +269,7 @@ func (s *Server) executeUpgrade(w http.ResponseWriter, r *http.Request) {
 		}
 		return fsm.Command{RequestID: req.RequestID, Op: &fsm.ExecuteUpgrade{BundleID: r.PathValue("bundle"), Request: *u}}, nil
 	}, func(res fsm.Result) any {
-		return ExecuteUpgradeResponse{Execution: toExecutionJSON(res.Execution), Snapshot: toUpgradeSnapshotJSON(res.Upgrade), Index: res.Index}
+		return ExecuteUpgradeResponse{Execution: toExecutionJSON(res.Execution), Epoch: res.Upgrade.Epoch, ActiveMembers: nonNil(res.Upgrade.ActiveMembers), Index: res.Index}
 	})
 }
 
@@ -378,7 +378,8 @@ func (s *Server) setCapabilities(w http.ResponseWriter, r *http.Request) {
 
 func (s *Server) internalNode(w http.ResponseWriter, r *http.Request) {
 	st, _ := s.node.Status()
-	writeJSON(w, http.StatusOK, NodeJSON{ID: s.node.ID(), RaftAddr: s.cfg.Mux.Addr().String(), HTTPAddr: s.cfg.AdvertiseHTTP, State: st.State})
+	writeJSON(w, http.StatusOK, NodeJSON{ID: s.node.ID(), RaftAddr: s.cfg.Mux.Addr().String(), HTTPAddr: s.cfg.AdvertiseHTTP, State: st.State,
+		ClusterID: s.node.ClusterID(), EntryFormat: s.support.EntryFormat, CommandVersion: s.support.CommandVersion, CommandTypes: s.support.CommandTypes})
 }
 
 // peerInfo asks a peer, over its Raft port, for its API address and state.
@@ -461,9 +462,12 @@ func (s *Server) admin(w http.ResponseWriter, r *http.Request, req any, op func(
 		return
 	}
 	out, err := op(ctx)
+	var coded *codedError
 	switch {
 	case errors.Is(err, cluster.ErrNotLeader):
 		s.forwardToLeader(ctx, w, r, body)
+	case errors.As(err, &coded):
+		writeError(w, coded.code, coded.msg)
 	case errors.Is(err, cluster.ErrUnknownMember):
 		writeError(w, CodeNotFound, err.Error())
 	case errors.Is(err, errBadRequest):
@@ -481,18 +485,7 @@ var errBadRequest = errors.New("bad request")
 func (s *Server) clusterJoin(w http.ResponseWriter, r *http.Request) {
 	var req JoinRequest
 	s.admin(w, r, &req, func(ctx context.Context) (any, error) {
-		if err := checkNodeID("id", req.ID); err != nil {
-			return nil, err
-		}
-		if err := checkRaftAddr("raft_addr", req.RaftAddr); err != nil {
-			return nil, err
-		}
-		voter := req.Voter == nil || *req.Voter
-		if err := s.node.Join(ctx, req.ID, req.RaftAddr, voter); err != nil {
-			return nil, err
-		}
-		s.logger.Info("join accepted", "id", req.ID, "raft_addr", req.RaftAddr, "voter", voter)
-		return map[string]any{"joined": req.ID}, nil
+		return s.join(ctx, r, &req) // join.go: cluster id and same-id checks
 	})
 }
 
@@ -530,6 +523,8 @@ func (s *Server) clusterRemove(w http.ResponseWriter, r *http.Request) {
 		if err := s.node.Remove(ctx, req.ID); err != nil {
 			return nil, err
 		}
+		s.gate.invalidate()
+		s.logChange(r, "member removed", "id", req.ID)
 		return map[string]any{"removed": req.ID}, nil
 	})
 }
@@ -546,6 +541,7 @@ func (s *Server) clusterTransfer(w http.ResponseWriter, r *http.Request) {
 		if err != nil {
 			return nil, err
 		}
+		s.logChange(r, "leadership transferred", "to", lid)
 		return map[string]any{"leader": lid}, nil
 	})
 }
@@ -560,6 +556,7 @@ func (s *Server) clusterSnapshot(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	st, _ := s.node.Status()
+	s.logChange(r, "snapshot taken", "index", st.AppliedIndex)
 	writeJSON(w, http.StatusOK, map[string]any{"node": s.node.ID(), "index": st.AppliedIndex})
 }
 
@@ -596,6 +593,7 @@ func (s *Server) clusterRestore(w http.ResponseWriter, r *http.Request) {
 		writeError(w, CodeUnavailable, "restore: "+err.Error())
 	default:
 		idx, d := s.node.Digest()
+		s.logChange(r, "backup restored", "index", idx, "digest", digestHex(d))
 		writeJSON(w, http.StatusOK, DigestJSON{Index: idx, Digest: digestHex(d)})
 	}
 }

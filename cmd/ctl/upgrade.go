@@ -161,6 +161,6 @@ func upgradeExecute(ctx context.Context, c *cli.Context, x *conn) error {
 		return printJSON(x.stdout, res)
 	}
 	fmt.Fprintf(x.stdout, "executed upgrade %s on %s: phases %s, members %s, epoch %d (index %d)\n",
-		res.Execution.UpgradeID, bundle, phases(res.Execution.Artifacts), list(res.Execution.FinalMembers), res.Snapshot.Epoch, res.Index)
+		res.Execution.UpgradeID, bundle, phases(res.Execution.Artifacts), list(res.Execution.FinalMembers), res.Epoch, res.Index)
 	return nil
 }
