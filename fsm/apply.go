@@ -266,10 +266,12 @@ func (s *State) commitDelegation(index uint64, p *delegationPlan) *Outcome {
 		TimestampMillis: d.AtMillis,
 	}
 	s.facts = append(s.facts, fact)
-	fromAfter := s.footprintOf(d.From)
+	// The after-footprints differ from the before-footprints only in this
+	// session, so derive them rather than walk the trees again.
+	fromAfter := withSessionClass(fromBefore, d.Session, classIn(p.next, d.From))
 	toAfter := fromAfter
 	if d.To != d.From {
-		toAfter = s.footprintOf(d.To)
+		toAfter = withSessionClass(toBefore, d.Session, classIn(p.next, d.To))
 	}
 	return &Outcome{
 		Receipt: Receipt{

@@ -79,6 +79,30 @@ func (f Footprint) list(c Class) []SessionID {
 	}
 }
 
+// withSessionClass returns a copy of f with sess in class c (0: in none).
+func withSessionClass(f Footprint, sess SessionID, c Class) Footprint {
+	out := Footprint{SchemaVersion: f.SchemaVersion}
+	for _, cl := range []Class{Native, DelegatedIn, DelegatedOut} {
+		list := f.list(cl)
+		i, found := slices.BinarySearchFunc(list, sess, compareSession)
+		switch {
+		case cl == c && !found:
+			list = slices.Insert(slices.Clip(list), i, sess)
+		case cl != c && found:
+			list = slices.Delete(slices.Clone(list), i, i+1)
+		}
+		switch cl {
+		case Native:
+			out.Native = list
+		case DelegatedIn:
+			out.DelegatedIn = list
+		default:
+			out.DelegatedOut = list
+		}
+	}
+	return out
+}
+
 // AllSessions is the sorted union of the three classes.
 func (f Footprint) AllSessions() []SessionID {
 	out := make([]SessionID, 0, len(f.Native)+len(f.DelegatedIn)+len(f.DelegatedOut))

@@ -92,11 +92,14 @@ func (s *State) setHolders(sess SessionID, prev, next []holderItem) {
 		}
 	}
 	for _, h := range next {
-		if classIn(prev, h.auth) != h.class {
-			s.holders.ReplaceOrInsert(h)
-			s.footprints.ReplaceOrInsert(footprintItem{auth: h.auth, sess: sess, class: h.class})
+		switch classIn(prev, h.auth) {
+		case h.class:
+			continue
+		case 0:
+			s.authorities.ReplaceOrInsert(h.auth) // a footprint outlives its sessions
 		}
-		s.authorities.ReplaceOrInsert(h.auth)
+		s.holders.ReplaceOrInsert(h)
+		s.footprints.ReplaceOrInsert(footprintItem{auth: h.auth, sess: sess, class: h.class})
 	}
 	if coherent(next) {
 		s.violating.Delete(sess)
