@@ -6,18 +6,7 @@ import "fmt"
 // every authority that holds it (domain 3.7). Rule order: single active
 // owner, then out-edge pairing.
 func violations(sess SessionID, holders []holderItem) []string {
-	var active, in, out int
-	for _, h := range holders {
-		switch h.class {
-		case Native:
-			active++
-		case DelegatedIn:
-			active++
-			in++
-		case DelegatedOut:
-			out++
-		}
-	}
+	active, in, out := countHolders(holders)
 	var msgs []string
 	if active > 1 {
 		msgs = append(msgs, fmt.Sprintf("session %s has multiple active owners (%d)", sess, active))
@@ -38,7 +27,14 @@ func violations(sess SessionID, holders []holderItem) []string {
 // coherent reports whether a session's holders satisfy every rule, without
 // building messages: the hot path of every footprint change.
 func coherent(holders []holderItem) bool {
-	var active, in, out int
+	active, in, out := countHolders(holders)
+	return active <= 1 && (out == 0 || (in == 1 && out == 1))
+}
+
+// countHolders counts a session's active holders (native or delegated-in),
+// delegated-in holders and delegated-out holders. Within one footprint a
+// session has one class, so each authority counts once.
+func countHolders(holders []holderItem) (active, in, out int) {
 	for _, h := range holders {
 		switch h.class {
 		case Native:
@@ -50,7 +46,7 @@ func coherent(holders []holderItem) bool {
 			out++
 		}
 	}
-	return active <= 1 && (out == 0 || (in == 1 && out == 1))
+	return active, in, out
 }
 
 // coherenceWith is the global check as it would read if sess's holders were
