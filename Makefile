@@ -3,7 +3,7 @@ GO          ?= go
 STATICCHECK ?= honnef.co/go/tools/cmd/staticcheck@v0.8.2
 PKGS        := ./...
 
-.PHONY: all build test run fmt lint fuzz bench clean jepsen
+.PHONY: all build test run fmt lint fuzz bench clean jepsen image compose-up compose-down
 
 all: build
 
@@ -37,12 +37,32 @@ fuzz:
 	$(GO) test ./fsm/ -run '^$$' -fuzz '^FuzzDecodeEntry$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 3s
 	$(GO) test ./fsm/ -run '^$$' -fuzz '^FuzzRestore$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 3s
 	$(GO) test ./snapshot/ -run '^$$' -fuzz '^FuzzReader$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 3s
+	$(GO) test ./transport/ -run '^$$' -fuzz '^FuzzRequestDecoders$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 3s
+	$(GO) test ./transport/ -run '^$$' -fuzz '^FuzzHandler$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 3s
+	$(GO) test ./transport/ -run '^$$' -fuzz '^FuzzParseTokens$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 3s
+	$(GO) test ./cluster/ -run '^$$' -fuzz '^FuzzParsePeers$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 3s
 
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem ./fsm/ ./snapshot/
 
 clean:
 	rm -rf bin
+
+# The container image (deploy/Dockerfile): static binaries built here, then
+# copied into a FROM scratch image; nothing is pulled. IMAGE=name:tag.
+IMAGE ?= reconf/reconfd:latest
+image:
+	CGO_ENABLED=0 GOOS=linux $(GO) build -trimpath -ldflags='-s -w' -o bin/linux/reconfd ./cmd/node
+	CGO_ENABLED=0 GOOS=linux $(GO) build -trimpath -ldflags='-s -w' -o bin/linux/reconfctl ./cmd/ctl
+	docker build -f deploy/Dockerfile -t $(IMAGE) .
+
+# Three nodes on the local Docker engine (deploy/docker-compose.yml).
+COMPOSE ?= docker-compose
+compose-up: image
+	RECONF_IMAGE=$(IMAGE) $(COMPOSE) -f deploy/docker-compose.yml up -d
+
+compose-down:
+	RECONF_IMAGE=$(IMAGE) $(COMPOSE) -f deploy/docker-compose.yml down -v
 
 # Partition testing (see README "Partition testing (jepsen)"): a 5-node
 # cluster of real reconfd processes in network namespaces, under faults.

@@ -39,6 +39,7 @@ type tnode struct {
 	id, dir, addr string
 	bootstrap     bool
 	n             *cluster.Node
+	tune          func(*cluster.Config) // optional: adjusts the config on every open
 }
 
 func logger(id string) hclog.Logger {
@@ -67,11 +68,15 @@ func (tn *tnode) open(t *testing.T) {
 		t.Fatal(err)
 	}
 	tn.addr = ln.Addr().String()
-	n, err := cluster.Open(cluster.Config{
+	cfg := cluster.Config{
 		ID: tn.id, DataDir: tn.dir, AdvertiseRaft: tn.addr, StreamLayer: &tcpLayer{ln},
 		Bootstrap: tn.bootstrap, Logger: logger(tn.id),
 		HeartbeatTimeout: 500 * time.Millisecond, ElectionTimeout: 500 * time.Millisecond, LeaderLease: 250 * time.Millisecond,
-	})
+	}
+	if tn.tune != nil {
+		tn.tune(&cfg)
+	}
+	n, err := cluster.Open(cfg)
 	if err != nil {
 		ln.Close()
 		t.Fatal(err)

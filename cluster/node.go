@@ -16,8 +16,6 @@ import (
 
 	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/raft"
-	raftboltdb "github.com/hashicorp/raft-boltdb/v2"
-	"go.etcd.io/bbolt"
 
 	"github.com/reconf/reconf/fsm"
 )
@@ -54,6 +52,16 @@ type Config struct {
 
 	MaxBatchCommands int // commands packed into one log entry; default 1024
 	MaxBatchBytes    int // bytes packed into one log entry; default 1 MiB
+	// Group commit (propose.go): at most MaxInflight entries are handed to
+	// Raft and not yet applied; commands arriving meanwhile go out together
+	// in the next entry. BatchWait optionally holds an entry open that long
+	// for more commands. Defaults 2 and 0.
+	MaxInflight int
+	BatchWait   time.Duration
+	// LogStore is "bolt" (raft-boltdb, the default for a new data dir) or
+	// "wal" (raft-wal); empty means whichever the data dir holds
+	// (logstore.go).
+	LogStore string
 }
 
 func (c *Config) setDefaults() {
@@ -82,6 +90,9 @@ func (c *Config) setDefaults() {
 	if c.MaxBatchBytes == 0 {
 		c.MaxBatchBytes = 1 << 20
 	}
+	if c.MaxInflight <= 0 {
+		c.MaxInflight = 2
+	}
 }
 
 // Node is one running replica.
@@ -90,7 +101,7 @@ type Node struct {
 	logger    hclog.Logger
 	raft      *raft.Raft
 	fsm       *fsm.FSM
-	store     *raftboltdb.BoltStore
+	store     logStore // logstore.go
 	transport *raft.NetworkTransport
 	proposer  *proposer
 
@@ -100,6 +111,11 @@ type Node struct {
 	readyTerm atomic.Uint64
 	readyMu   sync.Mutex
 	readyCh   chan struct{} // closed when readyTerm changes
+
+	clusterMu sync.Mutex
+	clusterID string // identity.go
+
+	storageErr atomic.Pointer[storageFailure] // storage.go
 
 	stop     chan struct{}
 	stopOnce sync.Once
@@ -113,30 +129,29 @@ func Open(cfg Config) (*Node, error) {
 		return nil, errors.New("cluster: ID, DataDir, AdvertiseRaft and StreamLayer are required")
 	}
 	if err := os.MkdirAll(cfg.DataDir, 0o750); err != nil {
-		return nil, fmt.Errorf("cluster: data dir: %w", err)
+		return nil, diskError(cfg.DataDir, err)
+	}
+	if err := checkWritable(cfg.DataDir); err != nil {
+		return nil, err
 	}
 	if err := checkIdentity(cfg.DataDir, cfg.ID); err != nil {
 		return nil, err
 	}
 	logger := cfg.Logger
-	store, err := raftboltdb.New(raftboltdb.Options{
-		Path: filepath.Join(cfg.DataDir, "raft.db"),
-		// The freelist is rebuilt on open instead of rewritten on every
-		// commit (consul#12141).
-		BoltOptions: &bbolt.Options{Timeout: 2 * time.Second, NoFreelistSync: true},
-	})
+	store, err := openLogStore(cfg.DataDir, cfg.LogStore, logger) // logstore.go
 	if err != nil {
-		return nil, fmt.Errorf("cluster: open raft.db: %w", err)
+		return nil, err
 	}
-	logs, err := raft.NewLogCache(512, store)
+	n := &Node{cfg: cfg, logger: logger, store: store, readyCh: make(chan struct{}), stop: make(chan struct{})}
+	logs, err := raft.NewLogCache(512, &watchedLogs{LogStore: store, n: n})
 	if err != nil {
 		store.Close()
 		return nil, err
 	}
-	snaps, err := raft.NewFileSnapshotStoreWithLogger(cfg.DataDir, 2, logger.Named("snapshot"))
+	snaps, err := openSnapshots(cfg.DataDir, logger)
 	if err != nil {
 		store.Close()
-		return nil, fmt.Errorf("cluster: snapshot store: %w", err)
+		return nil, err
 	}
 	trans := raft.NewNetworkTransportWithConfig(&raft.NetworkTransportConfig{
 		Stream:  cfg.StreamLayer,
@@ -162,12 +177,9 @@ func Open(cfg Config) (*Node, error) {
 	if err != nil {
 		trans.Close()
 		store.Close()
-		return nil, fmt.Errorf("cluster: start raft: %w", err)
+		return nil, explainStartError(cfg.DataDir, err)
 	}
-	n := &Node{
-		cfg: cfg, logger: logger, raft: r, fsm: f, store: store, transport: trans,
-		readyCh: make(chan struct{}), stop: make(chan struct{}),
-	}
+	n.raft, n.fsm, n.transport = r, f, trans
 	n.proposer = newProposer(n)
 
 	if cfg.Bootstrap {
@@ -175,6 +187,14 @@ func Open(cfg Config) (*Node, error) {
 		if err != nil {
 			n.Shutdown(context.Background())
 			return nil, fmt.Errorf("cluster: inspect state: %w", err)
+		}
+		if id, _ := readClusterID(cfg.DataDir); !existing && id != "" {
+			// This dir belonged to a cluster and lost its Raft state:
+			// bootstrapping would start a second cluster under its name.
+			n.Shutdown(context.Background())
+			return nil, fmt.Errorf("cluster: data dir %s belongs to cluster %s but has no Raft state (log store and snapshots are gone); "+
+				"refusing to bootstrap a new cluster over it. Move the data dir away and re-join the node, or restore a backup (docs/operations.md, \"Corrupt data\")",
+				cfg.DataDir, id)
 		}
 		if existing {
 			logger.Info("data dir has state; --bootstrap is a no-op")
@@ -188,6 +208,10 @@ func Open(cfg Config) (*Node, error) {
 			}
 			logger.Info("bootstrapped a new cluster", "id", cfg.ID)
 		}
+	}
+	if err := n.initClusterID(cfg.Bootstrap); err != nil {
+		n.Shutdown(context.Background())
+		return nil, err
 	}
 	n.wg.Add(1)
 	go n.watchLeadership()
@@ -297,7 +321,26 @@ func (n *Node) Propose(ctx context.Context, cmd fsm.Command) (fsm.Result, error)
 	if n.raft.State() != raft.Leader {
 		return fsm.Result{}, ErrNotLeader
 	}
-	return n.proposer.propose(ctx, cmd)
+	a := n.proposer.propose(ctx, []fsm.EncodedCommand{fsm.EncodeCommand(cmd)})[0]
+	return a.Result, a.Err
+}
+
+// ProposeAll proposes commands together: they go into one log entry when
+// they fit the batch bounds, else into consecutive ones. Each command gets
+// its own outcome, in order.
+func (n *Node) ProposeAll(ctx context.Context, cmds []fsm.Command) []Applied {
+	out := make([]Applied, len(cmds))
+	if n.raft.State() != raft.Leader {
+		for i := range out {
+			out[i].Err = ErrNotLeader
+		}
+		return out
+	}
+	enc := make([]fsm.EncodedCommand, len(cmds))
+	for i, c := range cmds {
+		enc[i] = fsm.EncodeCommand(c)
+	}
+	return n.proposer.propose(ctx, enc)
 }
 
 // LinearizableRead makes the next local read linearizable (Raft §6.4 read

@@ -5,37 +5,72 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
+	"time"
 
 	"github.com/hashicorp/raft"
 
 	"github.com/reconf/reconf/fsm"
 )
 
-// proposer is the leader's group commit: one goroutine takes every waiting
-// proposal off a queue, packs them into one log entry (bounded by count and
-// bytes), and hands the entry to Raft, so one fsync on a quorum commits many
-// operations. It never waits for more proposals to arrive: under load the
-// queue fills while the previous entry is being stored, which is exactly when
-// packing pays.
+// proposer is the leader's group commit. Requests encode their commands on
+// their own goroutines and queue them here; one goroutine packs whatever is
+// queued into one log entry (bounded by MaxBatchCommands and MaxBatchBytes)
+// and hands it to Raft, so one fsync on a quorum commits many operations.
+//
+// What makes packing pay is the bound on entries in flight: at most
+// MaxInflight entries are submitted to Raft and not yet applied. While they
+// are being stored, replicated and applied, new commands accumulate in the
+// queue, and the next entry takes them all at once. Without the bound each
+// command would be handed to Raft the instant it arrives, alone in its
+// entry, and Raft would pay the per-entry cost (encoding, store, replication,
+// apply, future) for every one of them. With it, the entry size adapts to
+// the load by itself: one command per entry for a lone client (no added
+// latency), hundreds under heavy load. BatchWait optionally holds an entry
+// open a little longer to collect more commands.
+//
+// A proposal is one request's commands (one, or a whole POST /v1/batch);
+// they stay together in one entry when they fit, else they are cut into
+// chunks that each fit.
 type proposer struct {
 	n     *Node
 	queue chan *proposal
+	slots chan struct{} // one token per entry in flight
 	stop  chan struct{}
 	wg    sync.WaitGroup
+
+	maxCmds, maxBytes int
+	wait              time.Duration
+
+	entries, commands atomic.Uint64 // what went out, for metrics
+}
+
+// GroupCommitStats counts the log entries this node proposed as leader and
+// the commands packed into them; commands/entries is the mean packing.
+func (n *Node) GroupCommitStats() (entries, commands uint64) {
+	return n.proposer.entries.Load(), n.proposer.commands.Load()
 }
 
 type proposal struct {
-	cmd  fsm.Command
+	cmds []fsm.EncodedCommand
+	size int
 	done chan proposalResult // buffered: the committer never blocks
 }
 
 type proposalResult struct {
-	res fsm.Result
-	err error
+	res []fsm.Result // one per command, when err is nil
+	err error        // the entry failed: no command of it has a result
 }
 
 func newProposer(n *Node) *proposer {
-	p := &proposer{n: n, queue: make(chan *proposal, 4096), stop: make(chan struct{})}
+	p := &proposer{
+		n:       n,
+		queue:   make(chan *proposal, 8192),
+		slots:   make(chan struct{}, n.cfg.MaxInflight),
+		stop:    make(chan struct{}),
+		maxCmds: n.cfg.MaxBatchCommands, maxBytes: n.cfg.MaxBatchBytes,
+		wait: n.cfg.BatchWait,
+	}
 	p.wg.Add(1)
 	go p.run()
 	return p
@@ -46,59 +81,157 @@ func (p *proposer) close() {
 	p.wg.Wait()
 }
 
-func (p *proposer) propose(ctx context.Context, cmd fsm.Command) (fsm.Result, error) {
-	pr := &proposal{cmd: cmd, done: make(chan proposalResult, 1)}
-	select {
-	case p.queue <- pr:
-	case <-ctx.Done():
-		return fsm.Result{}, ctx.Err()
-	case <-p.stop:
-		return fsm.Result{}, ErrShutdown
+// Applied is the outcome of one command of a batch: Err is set when the
+// command's entry did not commit here (ErrNotLeader: never appended, safe to
+// retry elsewhere; ErrUnknownOutcome: it may still commit), else Result says
+// how the state machine answered, accepted or rejected.
+type Applied struct {
+	Result fsm.Result
+	Err    error
+}
+
+// chunks cuts encoded commands into proposals that each fit one entry.
+func (p *proposer) chunks(cmds []fsm.EncodedCommand) []*proposal {
+	var out []*proposal
+	cur := &proposal{}
+	for _, c := range cmds {
+		if len(cur.cmds) > 0 && (len(cur.cmds) >= p.maxCmds || cur.size+len(c) > p.maxBytes) {
+			out = append(out, cur)
+			cur = &proposal{}
+		}
+		cur.cmds = append(cur.cmds, c)
+		cur.size += len(c)
 	}
-	select {
-	case r := <-pr.done:
-		return r.res, r.err
-	case <-ctx.Done():
-		// The command may still commit; a retry with the same request id
-		// gets its answer.
-		return fsm.Result{}, fmt.Errorf("%w: %v", ErrUnknownOutcome, ctx.Err())
+	if len(cur.cmds) > 0 {
+		out = append(out, cur)
 	}
+	for _, pr := range out {
+		pr.done = make(chan proposalResult, 1)
+	}
+	return out
+}
+
+// propose queues encoded commands and waits for their results, in order.
+func (p *proposer) propose(ctx context.Context, cmds []fsm.EncodedCommand) []Applied {
+	out := make([]Applied, len(cmds))
+	props := p.chunks(cmds)
+	queued := 0
+	var qerr error
+enqueue:
+	for _, pr := range props {
+		select {
+		case p.queue <- pr:
+			queued++
+		case <-ctx.Done():
+			qerr = ctx.Err() // never queued: never applied
+			break enqueue
+		case <-p.stop:
+			qerr = ErrShutdown
+			break enqueue
+		}
+	}
+	i := 0
+	for k, pr := range props {
+		if k >= queued {
+			for range pr.cmds {
+				out[i].Err = qerr
+				i++
+			}
+			continue
+		}
+		var r proposalResult
+		select {
+		case r = <-pr.done:
+		case <-ctx.Done():
+			// The command may still commit; a retry with the same request
+			// id gets its answer.
+			r.err = fmt.Errorf("%w: %v", ErrUnknownOutcome, ctx.Err())
+		}
+		for j := range pr.cmds {
+			if r.err != nil {
+				out[i].Err = r.err
+			} else {
+				out[i].Result = r.res[j]
+			}
+			i++
+		}
+	}
+	return out
 }
 
 func (p *proposer) run() {
 	defer p.wg.Done()
-	maxCmds, maxBytes := p.n.cfg.MaxBatchCommands, p.n.cfg.MaxBatchBytes
+	var carry *proposal // did not fit the previous entry
 	var batch []*proposal
 	for {
-		select {
-		case <-p.stop:
-			p.failQueued(ErrShutdown)
-			return
-		case first := <-p.queue:
-			batch = append(batch[:0], first)
-		}
-		cmds := []fsm.Command{batch[0].cmd}
-		data := fsm.EncodeEntry(cmds...)
-	drain:
-		for len(batch) < maxCmds && len(data) < maxBytes {
+		first := carry
+		carry = nil
+		if first == nil {
 			select {
-			case next := <-p.queue:
-				batch = append(batch, next)
-				cmds = append(cmds, next.cmd)
-			default:
-				break drain
+			case <-p.stop:
+				p.failQueued(ErrShutdown)
+				return
+			case first = <-p.queue:
 			}
 		}
-		if len(cmds) > 1 {
-			data = fsm.EncodeEntry(cmds...)
+		// Wait for room in the pipeline: this is when commands pile up.
+		select {
+		case p.slots <- struct{}{}:
+		case <-p.stop:
+			first.done <- proposalResult{err: ErrShutdown}
+			p.failQueued(ErrShutdown)
+			return
 		}
-		future := p.n.raft.Apply(data, p.n.cfg.ApplyTimeout)
+		batch = append(batch[:0], first)
+		count, size := len(first.cmds), first.size
+		var timeout <-chan time.Time
+		var timer *time.Timer
+		if p.wait > 0 && count < p.maxCmds {
+			timer = time.NewTimer(p.wait)
+			timeout = timer.C
+		}
+	fill:
+		for count < p.maxCmds && size < p.maxBytes {
+			var next *proposal
+			select {
+			case next = <-p.queue:
+			default:
+				if timeout == nil {
+					break fill
+				}
+				select {
+				case next = <-p.queue:
+				case <-timeout:
+					break fill
+				}
+			}
+			if count+len(next.cmds) > p.maxCmds || size+next.size > p.maxBytes {
+				carry = next
+				break fill
+			}
+			batch = append(batch, next)
+			count += len(next.cmds)
+			size += next.size
+		}
+		if timer != nil {
+			timer.Stop()
+		}
+		cmds := make([]fsm.EncodedCommand, 0, count)
+		for _, pr := range batch {
+			cmds = append(cmds, pr.cmds...)
+		}
+		p.entries.Add(1)
+		p.commands.Add(uint64(len(cmds)))
+		future := p.n.raft.Apply(fsm.JoinEntry(cmds), p.n.cfg.ApplyTimeout)
 		waiters := append([]*proposal(nil), batch...)
-		go deliver(future, waiters)
+		go func() {
+			deliver(future, waiters)
+			<-p.slots
+		}()
 	}
 }
 
-// deliver hands each proposal of an entry its own result.
+// deliver hands each proposal of an entry its own results.
 func deliver(f raft.ApplyFuture, waiters []*proposal) {
 	err := f.Error()
 	if err != nil {
@@ -108,13 +241,17 @@ func deliver(f raft.ApplyFuture, waiters []*proposal) {
 		}
 		return
 	}
-	results, ok := f.Response().([]fsm.Result)
-	for i, w := range waiters {
-		if !ok || i >= len(results) {
-			w.done <- proposalResult{err: fmt.Errorf("entry %d applied without a result for command %d", f.Index(), i)}
+	results, _ := f.Response().([]fsm.Result)
+	off := 0
+	for _, w := range waiters {
+		n := len(w.cmds)
+		if off+n > len(results) {
+			w.done <- proposalResult{err: fmt.Errorf("entry %d applied with %d results for %d commands", f.Index(), len(results), off+n)}
+			off += n
 			continue
 		}
-		w.done <- proposalResult{res: results[i]}
+		w.done <- proposalResult{res: results[off : off+n : off+n]}
+		off += n
 	}
 }
 

@@ -38,6 +38,9 @@ type clusterOpts struct {
 	SnapshotThreshold uint64 // 0: the cluster package's default
 	TrailingLogs      uint64 // 0: the cluster package's default
 	Prefix            string // node id prefix; default "n"
+	// LogStore is the Raft log store of every node, "bolt" or "wal"; empty:
+	// $RECONF_TEST_LOG_STORE, else the cluster package's default (bolt).
+	LogStore string
 }
 
 type tcluster struct {
@@ -72,6 +75,9 @@ func newCluster(t testing.TB, n int, opts clusterOpts) *tcluster {
 	t.Helper()
 	if opts.Prefix == "" {
 		opts.Prefix = "n"
+	}
+	if opts.LogStore == "" {
+		opts.LogStore = os.Getenv("RECONF_TEST_LOG_STORE")
 	}
 	c := &tcluster{
 		t: t, opts: opts,
@@ -163,12 +169,14 @@ func (n *tnode) start() {
 		HeartbeatTimeout: 500 * time.Millisecond, ElectionTimeout: 500 * time.Millisecond,
 		LeaderLease:       250 * time.Millisecond,
 		SnapshotThreshold: n.c.opts.SnapshotThreshold, TrailingLogs: n.c.opts.TrailingLogs,
+		LogStore: n.c.opts.LogStore,
 	})
 	if err != nil {
 		ln.Close()
 		mux.Close()
 		t.Fatalf("open %s: %v", n.id, err)
 	}
+	checkLogStore(t, n.dir, n.c.opts.LogStore) // logstore_test.go
 	api := transport.NewServer(transport.ServerConfig{Node: node, Mux: mux, AdvertiseHTTP: n.httpAddr, Logger: logger.Named("api")})
 	srv := &http.Server{Handler: api.Handler(), ReadHeaderTimeout: 10 * time.Second}
 	go func() { _ = srv.Serve(ln) }()

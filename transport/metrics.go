@@ -22,6 +22,7 @@ type metrics struct {
 	commands *prometheus.CounterVec
 	latency  *prometheus.HistogramVec
 	requests *prometheus.CounterVec
+	denied   *prometheus.CounterVec
 }
 
 func newMetrics(node *cluster.Node) *metrics {
@@ -40,12 +41,18 @@ func newMetrics(node *cluster.Node) *metrics {
 			Name: "reconf_http_requests_total",
 			Help: "HTTP requests served, by method and status code.",
 		}, []string{"method", "code"}),
+		denied: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "reconf_auth_denied_total",
+			Help: "Requests refused by authentication (unauthorized) or authorization (forbidden).",
+		}, []string{"code"}),
 	}
-	m.reg.MustRegister(m.commands, m.latency, m.requests,
+	m.reg.MustRegister(m.commands, m.latency, m.requests, m.denied,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
-		&nodeCollector{node: node})
+		&nodeCollector{node: node}, &groupCommitCollector{node: node}) // perfmetrics.go
 	return m
 }
+
+func (m *metrics) authDenied(code string) { m.denied.WithLabelValues(code).Inc() }
 
 func (m *metrics) handler() http.Handler {
 	return promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{})
@@ -106,11 +113,12 @@ var (
 	descLive       = prometheus.NewDesc("reconf_live_sessions", "Live sessions with an owner.", nil, nil)
 	descEntries    = prometheus.NewDesc("reconf_footprint_entries", "Session entries across all authority footprints.", nil, nil)
 	descBundles    = prometheus.NewDesc("reconf_bundles", "Registered bundles.", nil, nil)
+	descStorage    = prometheus.NewDesc("reconf_storage_failing", "1 while this node cannot write its Raft log (full or failing disk), else 0.", nil, nil)
 )
 
 func (c *nodeCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descTerm, descCommit, descApplied, descLastIndex, descLeader, descContact,
-		descViolations, descFacts, descLive, descEntries, descBundles} {
+		descViolations, descFacts, descLive, descEntries, descBundles, descStorage} {
 		ch <- d
 	}
 }
@@ -137,4 +145,9 @@ func (c *nodeCollector) Collect(ch chan<- prometheus.Metric) {
 	gauge(descLive, float64(stats.LiveSessions))
 	gauge(descEntries, float64(stats.FootprintEntries))
 	gauge(descBundles, float64(stats.Bundles))
+	failing := 0.0
+	if c.node.StorageError() != nil {
+		failing = 1
+	}
+	gauge(descStorage, failing)
 }

@@ -31,6 +31,7 @@ type Mux struct {
 	advertise net.Addr
 	tlsServer *tls.Config // nil: plain TCP
 	tlsClient *tls.Config
+	proof     []byte // cluster token proof dialers send; nil: none (peerauth.go)
 	logger    hclog.Logger
 
 	raftConns    chan net.Conn
@@ -45,7 +46,10 @@ type MuxConfig struct {
 	Advertise string // address peers dial; defaults to the listen address
 	TLSServer *tls.Config
 	TLSClient *tls.Config
-	Logger    hclog.Logger
+	// ClusterToken, when set, must be shared by every node: each connection
+	// to the port proves it knows the token (peerauth.go).
+	ClusterToken string
+	Logger       hclog.Logger
 }
 
 // ListenMux opens the Raft port.
@@ -55,7 +59,9 @@ func ListenMux(cfg MuxConfig) (*Mux, error) {
 		return nil, fmt.Errorf("listen on raft address %s: %w", cfg.Listen, err)
 	}
 	adv := ln.Addr()
-	if cfg.Advertise != "" {
+	if na, ok := parseNameAddr(cfg.Advertise); ok {
+		adv = na // a host name stays a name: peers resolve it when they dial
+	} else if cfg.Advertise != "" {
 		a, err := net.ResolveTCPAddr("tcp", cfg.Advertise)
 		if err != nil {
 			ln.Close()
@@ -72,7 +78,7 @@ func ListenMux(cfg MuxConfig) (*Mux, error) {
 		logger = hclog.NewNullLogger()
 	}
 	m := &Mux{
-		ln: ln, advertise: adv, tlsServer: cfg.TLSServer, tlsClient: cfg.TLSClient, logger: logger,
+		ln: ln, advertise: adv, tlsServer: cfg.TLSServer, tlsClient: cfg.TLSClient, proof: peerProof(cfg.ClusterToken), logger: logger,
 		raftConns: make(chan net.Conn, 16), forwardConns: make(chan net.Conn, 16), closed: make(chan struct{}),
 	}
 	go m.acceptLoop()
@@ -112,13 +118,23 @@ func (m *Mux) acceptLoop() {
 // route reads the protocol byte (after the TLS handshake, if any) and hands
 // the connection on.
 func (m *Mux) route(conn net.Conn) {
-	if m.tlsServer != nil {
-		conn = tls.Server(conn, m.tlsServer)
-	}
 	_ = conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if m.tlsServer != nil {
+		tc := tls.Server(conn, m.tlsServer)
+		if err := tc.Handshake(); err != nil {
+			m.logger.Warn("raft port: TLS handshake failed; connection refused", "remote", conn.RemoteAddr(), "error", err)
+			conn.Close()
+			return
+		}
+		conn = tc
+	}
 	var b [1]byte
 	if _, err := io.ReadFull(conn, b[:]); err != nil {
 		m.logger.Debug("raft port: no protocol byte", "remote", conn.RemoteAddr(), "error", err)
+		conn.Close()
+		return
+	}
+	if !m.checkPeerProof(conn) {
 		conn.Close()
 		return
 	}
@@ -149,14 +165,20 @@ func (m *Mux) dial(ctx context.Context, addr string, proto byte) (net.Conn, erro
 		return nil, err
 	}
 	if m.tlsClient != nil {
-		tc := tls.Client(conn, m.tlsClient)
+		cfg := m.tlsClient
+		if cfg.ServerName == "" {
+			// Verify the peer's certificate against the host dialed.
+			cfg = cfg.Clone()
+			cfg.ServerName, _, _ = net.SplitHostPort(addr)
+		}
+		tc := tls.Client(conn, cfg)
 		if err := tc.HandshakeContext(ctx); err != nil {
 			conn.Close()
 			return nil, err
 		}
 		conn = tc
 	}
-	if _, err := conn.Write([]byte{proto}); err != nil {
+	if _, err := conn.Write(append([]byte{proto}, m.proof...)); err != nil {
 		conn.Close()
 		return nil, err
 	}

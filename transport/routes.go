@@ -17,25 +17,19 @@ import (
 
 func (s *Server) routes() {
 	m := s.mux
-	m.HandleFunc("POST /v1/bundles", s.registerBundle)
+	for _, o := range writeOps { // writeops.go: every write, also served by POST /v1/batch
+		m.HandleFunc(o.route(), s.writeRoute(o))
+	}
+	m.HandleFunc("POST /v1/batch", s.batch) // batch.go
 	m.HandleFunc("GET /v1/bundles", s.listBundles)
-	m.HandleFunc("POST /v1/bundles/link", s.linkBundles)
 	m.HandleFunc("GET /v1/bundles/{id}", s.showBundle)
-	m.HandleFunc("POST /v1/footprints/{authority}/sessions", s.extendFootprint)
-	m.HandleFunc("DELETE /v1/footprints/{authority}/sessions/{session}", s.removeFootprint)
 	m.HandleFunc("GET /v1/footprints/{authority}", s.showFootprint)
-	m.HandleFunc("POST /v1/delegations", s.delegate)
-	m.HandleFunc("POST /v1/sessions", s.openSession)
 	m.HandleFunc("GET /v1/sessions/{id}", s.showSession)
-	m.HandleFunc("POST /v1/sessions/{id}/handoff", s.handoff)
 	m.HandleFunc("GET /v1/coherence", s.coherence)
-	m.HandleFunc("PUT /v1/upgrades/{bundle}/membership", s.seedMembership)
 	m.HandleFunc("GET /v1/upgrades/{bundle}", s.showUpgrade)
-	m.HandleFunc("POST /v1/upgrades/{bundle}/execute", s.executeUpgrade)
 	m.HandleFunc("GET /v1/facts", s.listFacts)
 	m.HandleFunc("GET /v1/facts/watch", s.watchFacts)
 	m.HandleFunc("GET /v1/capabilities", s.showCapabilities)
-	m.HandleFunc("PUT /v1/capabilities", s.setCapabilities)
 	m.HandleFunc("GET /v1/cluster/status", s.clusterStatus)
 	m.HandleFunc("POST /v1/cluster/join", s.clusterJoin)
 	m.HandleFunc("POST /v1/cluster/remove", s.clusterRemove)
@@ -54,30 +48,6 @@ func (s *Server) routes() {
 }
 
 // ---- bundles ----
-
-func (s *Server) registerBundle(w http.ResponseWriter, r *http.Request) {
-	var req RegisterBundleRequest
-	s.write(w, r, &req, func(time.Time) (fsm.Command, error) {
-		fp, err := fromFootprintJSON("session_footprint", req.SessionFootprint)
-		if err != nil {
-			return fsm.Command{}, err
-		}
-		return fsm.Command{RequestID: req.RequestID, Op: &fsm.RegisterBundle{Bundle: fsm.Bundle{
-			ID: req.BundleID, ProtocolIDs: req.ProtocolIDs, Exports: req.Exports, Imports: req.Imports, Footprint: fp,
-		}}}, nil
-	}, func(res fsm.Result) any {
-		return BundleResponse{Bundle: toBundleJSON(res.Bundle), Index: res.Index}
-	})
-}
-
-func (s *Server) linkBundles(w http.ResponseWriter, r *http.Request) {
-	var req LinkRequest
-	s.write(w, r, &req, func(time.Time) (fsm.Command, error) {
-		return fsm.Command{RequestID: req.RequestID, Op: &fsm.LinkBundles{Left: req.Left, Right: req.Right, LinkedID: req.LinkedID}}, nil
-	}, func(res fsm.Result) any {
-		return BundleResponse{Bundle: toBundleJSON(res.Bundle), Index: res.Index}
-	})
-}
 
 func (s *Server) listBundles(w http.ResponseWriter, r *http.Request) {
 	s.read(w, r, func(st *fsm.State) (any, *fsm.Error) {
@@ -102,44 +72,6 @@ func (s *Server) showBundle(w http.ResponseWriter, r *http.Request) {
 
 // ---- footprints ----
 
-func (s *Server) extendFootprint(w http.ResponseWriter, r *http.Request) {
-	var req FootprintAddRequest
-	s.write(w, r, &req, func(time.Time) (fsm.Command, error) {
-		auth, err := parseAuthority("authority", r.PathValue("authority"))
-		if err != nil {
-			return fsm.Command{}, err
-		}
-		sess, err := parseSession("session_id", req.SessionID)
-		if err != nil {
-			return fsm.Command{}, err
-		}
-		class := fsm.Native
-		if req.Class != "" {
-			var ok bool
-			if class, ok = fsm.ParseClass(req.Class); !ok {
-				return fsm.Command{}, badField("class", "must be native, delegated_in or delegated_out, not %q", req.Class)
-			}
-		}
-		return fsm.Command{RequestID: req.RequestID, Op: &fsm.ExtendFootprint{Authority: auth, Session: sess, Class: class}}, nil
-	}, renderIndex)
-}
-
-func (s *Server) removeFootprint(w http.ResponseWriter, r *http.Request) {
-	s.write(w, r, nil, func(time.Time) (fsm.Command, error) {
-		auth, err := parseAuthority("authority", r.PathValue("authority"))
-		if err != nil {
-			return fsm.Command{}, err
-		}
-		sess, err := parseSession("session", r.PathValue("session"))
-		if err != nil {
-			return fsm.Command{}, err
-		}
-		return fsm.Command{RequestID: r.URL.Query().Get("request_id"), Op: &fsm.RemoveFootprint{Authority: auth, Session: sess}}, nil
-	}, renderIndex)
-}
-
-func renderIndex(res fsm.Result) any { return IndexResponse{Index: res.Index, Deduped: res.Deduped} }
-
 func (s *Server) showFootprint(w http.ResponseWriter, r *http.Request) {
 	auth, err := parseAuthority("authority", r.PathValue("authority"))
 	if err != nil {
@@ -157,35 +89,6 @@ func (s *Server) showFootprint(w http.ResponseWriter, r *http.Request) {
 
 // ---- delegations and live sessions ----
 
-func (s *Server) delegate(w http.ResponseWriter, r *http.Request) {
-	var req DelegationRequest
-	s.write(w, r, &req, func(now time.Time) (fsm.Command, error) {
-		d, err := fromDelegationRequest("", &req, uint64(now.UnixMilli()))
-		if err != nil {
-			return fsm.Command{}, err
-		}
-		return fsm.Command{RequestID: req.RequestID, Op: &fsm.Delegate{Delegation: d}}, nil
-	}, func(res fsm.Result) any {
-		o := res.Outcome
-		return DelegationResponse{Receipt: toReceiptJSON(&o.Receipt), Witness: toWitnessJSON(&o.Witness), FactSeq: o.FactSeq, Index: res.Index, Deduped: res.Deduped}
-	})
-}
-
-func (s *Server) openSession(w http.ResponseWriter, r *http.Request) {
-	var req OpenSessionRequest
-	s.write(w, r, &req, func(time.Time) (fsm.Command, error) {
-		sess, err := parseSession("session_id", req.SessionID)
-		if err != nil {
-			return fsm.Command{}, err
-		}
-		return fsm.Command{RequestID: req.RequestID, Op: &fsm.OpenSession{Session: sess, OwnerLabel: req.OwnerLabel, BundleID: req.BundleID}}, nil
-	}, func(res fsm.Result) any {
-		out := toLiveSessionJSON(res.Session)
-		out.Index = res.Index
-		return out
-	})
-}
-
 func (s *Server) showSession(w http.ResponseWriter, r *http.Request) {
 	sess, err := parseSession("id", r.PathValue("id"))
 	if err != nil {
@@ -201,33 +104,6 @@ func (s *Server) showSession(w http.ResponseWriter, r *http.Request) {
 	})
 }
 
-func (s *Server) handoff(w http.ResponseWriter, r *http.Request) {
-	var req HandoffRequest
-	s.write(w, r, &req, func(now time.Time) (fsm.Command, error) {
-		sess, err := parseSession("id", r.PathValue("id"))
-		if err != nil {
-			return fsm.Command{}, err
-		}
-		if req.Transfer.RequestID != "" {
-			return fsm.Command{}, badField("transfer.request_id", "goes at the top level of a handoff request")
-		}
-		t, err := fromDelegationRequest("transfer.", &req.Transfer, uint64(now.UnixMilli()))
-		if err != nil {
-			return fsm.Command{}, err
-		}
-		return fsm.Command{RequestID: req.RequestID, Op: &fsm.Handoff{
-			Session: sess, OwnerLabel: req.OwnerLabel, Generation: req.Generation, NextOwnerLabel: req.NextOwnerLabel, Transfer: t,
-		}}, nil
-	}, func(res fsm.Result) any {
-		o := res.Outcome
-		return HandoffResponse{
-			OwnershipReceipt: toOwnershipReceiptJSON(o.Witness.OwnershipReceipt),
-			Receipt:          toReceiptJSON(&o.Receipt), Witness: toWitnessJSON(&o.Witness),
-			Session: toLiveSessionJSON(res.Session), FactSeq: o.FactSeq, Index: res.Index, Deduped: res.Deduped,
-		}
-	})
-}
-
 func (s *Server) coherence(w http.ResponseWriter, r *http.Request) {
 	s.read(w, r, func(st *fsm.State) (any, *fsm.Error) {
 		if v := st.Coherence(); len(v) > 0 {
@@ -240,15 +116,6 @@ func (s *Server) coherence(w http.ResponseWriter, r *http.Request) {
 
 // ---- runtime upgrades ----
 
-func (s *Server) seedMembership(w http.ResponseWriter, r *http.Request) {
-	var req MembershipRequest
-	s.write(w, r, &req, func(time.Time) (fsm.Command, error) {
-		return fsm.Command{RequestID: req.RequestID, Op: &fsm.SeedMembership{BundleID: r.PathValue("bundle"), Members: req.Members}}, nil
-	}, func(res fsm.Result) any {
-		return UpgradeSnapshotResponse{Snapshot: toUpgradeSnapshotJSON(res.Upgrade), Index: res.Index}
-	})
-}
-
 func (s *Server) showUpgrade(w http.ResponseWriter, r *http.Request) {
 	bundle := r.PathValue("bundle")
 	s.read(w, r, func(st *fsm.State) (any, *fsm.Error) {
@@ -257,19 +124,6 @@ func (s *Server) showUpgrade(w http.ResponseWriter, r *http.Request) {
 			return nil, err
 		}
 		return toUpgradeSnapshotJSON(u), nil
-	})
-}
-
-func (s *Server) executeUpgrade(w http.ResponseWriter, r *http.Request) {
-	var req ExecuteUpgradeRequest
-	s.write(w, r, &req, func(time.Time) (fsm.Command, error) {
-		u, err := fromUpgradeRequestJSON("runtime_upgrade_request", &req.UpgradeRequestJSON)
-		if err != nil {
-			return fsm.Command{}, err
-		}
-		return fsm.Command{RequestID: req.RequestID, Op: &fsm.ExecuteUpgrade{BundleID: r.PathValue("bundle"), Request: *u}}, nil
-	}, func(res fsm.Result) any {
-		return ExecuteUpgradeResponse{Execution: toExecutionJSON(res.Execution), Epoch: res.Upgrade.Epoch, ActiveMembers: nonNil(res.Upgrade.ActiveMembers), Index: res.Index}
 	})
 }
 
@@ -355,22 +209,6 @@ func (s *Server) showCapabilities(w http.ResponseWriter, r *http.Request) {
 	s.read(w, r, func(st *fsm.State) (any, *fsm.Error) {
 		on := st.Reconfiguration()
 		return CapabilitiesJSON{Reconfiguration: &on}, nil
-	})
-}
-
-func (s *Server) setCapabilities(w http.ResponseWriter, r *http.Request) {
-	var req CapabilitiesJSON
-	s.write(w, r, &req, func(time.Time) (fsm.Command, error) {
-		if req.Reconfiguration == nil {
-			return fsm.Command{}, badField("reconfiguration", "is required (true or false)")
-		}
-		if req.Index != 0 {
-			return fsm.Command{}, badField("index", "is an output field")
-		}
-		return fsm.Command{RequestID: req.RequestID, Op: &fsm.SetCapabilities{Reconfiguration: *req.Reconfiguration}}, nil
-	}, func(res fsm.Result) any {
-		on := *req.Reconfiguration
-		return CapabilitiesJSON{Reconfiguration: &on, Index: res.Index}
 	})
 }
 
@@ -616,6 +454,8 @@ func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
 	switch {
 	case err != nil:
 		writeError(w, CodeUnavailable, err.Error())
+	case s.node.StorageError() != nil:
+		writeError(w, CodeUnavailable, "this node "+s.node.StorageError().Error())
 	case st.LeaderAddr == "":
 		writeError(w, CodeUnavailable, "no leader is known")
 	case st.AppliedIndex+1 < st.CommitIndex:

@@ -1,12 +1,10 @@
 package transport
 
 import (
-	"bytes"
 	"context"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
-	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -36,6 +34,14 @@ type ServerConfig struct {
 	// UnsafeLocalReads serves "linearizable" reads from local state with no
 	// leader check. Test-only: the jepsen suite must catch it.
 	UnsafeLocalReads bool
+
+	// Auth authenticates and authorizes requests (auth.go); nil: open.
+	// With auth on, the Mux must authenticate peers (TLS or a cluster
+	// token): requests forwarded over it are trusted to name their principal.
+	Auth *Auth
+	// Support is what this node advertises it decodes (gate.go); nil:
+	// LocalSupport(). Tests set it to play an older release.
+	Support *CommandSupport
 }
 
 // Server is the HTTP API v1 of one node.
@@ -46,6 +52,8 @@ type Server struct {
 	mux     *http.ServeMux
 	forward *http.Client
 	metrics *metrics
+	gate    *versionGate   // gate.go
+	support CommandSupport // what this node advertises
 }
 
 // NewServer builds the API handler for a node.
@@ -79,17 +87,26 @@ func NewServer(cfg ServerConfig) *Server {
 		IdleConnTimeout:     90 * time.Second,
 	}}
 	s.metrics = newMetrics(cfg.Node)
+	s.support = LocalSupport()
+	if cfg.Support != nil {
+		s.support = *cfg.Support
+	}
+	s.gate = newVersionGate(s)
 	s.routes()
 	return s
 }
 
 // Handler is the API.
-func (s *Server) Handler() http.Handler { return s.metrics.instrument(s.mux) }
+func (s *Server) Handler() http.Handler { return s.metrics.instrument(s.authorize(s.mux)) }
 
 // ServeForwarded serves requests that peers forward over the Raft port until
 // the port closes.
 func (s *Server) ServeForwarded() error {
-	srv := &http.Server{Handler: s.Handler(), ReadHeaderTimeout: 10 * time.Second}
+	srv := &http.Server{Handler: s.Handler(), ReadHeaderTimeout: 10 * time.Second,
+		// Requests on these connections come from authenticated peers (auth.go).
+		ConnContext: func(ctx context.Context, _ net.Conn) context.Context {
+			return context.WithValue(ctx, viaPeerKey{}, true)
+		}}
 	err := srv.Serve(s.cfg.Mux.ForwardListener())
 	// The port is closed, so the node is going away: drop the connections
 	// peers still hold too. Answering on them would speak for a node that no
@@ -105,6 +122,9 @@ func (s *Server) ServeForwarded() error {
 // ---- responses ----
 
 func writeJSON(w http.ResponseWriter, status int, v any) {
+	if writeFastJSON(w, status, v) { // fastjson.go: the hot path's answers
+		return
+	}
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(status)
 	enc := json.NewEncoder(w)
@@ -136,6 +156,10 @@ func statusOf(code string) int {
 		return http.StatusUnauthorized
 	case CodeForbidden:
 		return http.StatusForbidden
+	case CodeUpgradeInProgress:
+		return http.StatusServiceUnavailable
+	case CodeClusterMismatch, CodeMemberConflict:
+		return http.StatusConflict
 	}
 	return http.StatusInternalServerError
 }
@@ -156,11 +180,15 @@ func writeBadInput(w http.ResponseWriter, err error) {
 
 // readBody reads a JSON body within the size limit.
 func (s *Server) readBody(w http.ResponseWriter, r *http.Request) ([]byte, bool) {
-	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, s.cfg.MaxBodyBytes))
+	return s.readBodyLimit(w, r, s.cfg.MaxBodyBytes)
+}
+
+func (s *Server) readBodyLimit(w http.ResponseWriter, r *http.Request, limit int64) ([]byte, bool) {
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, limit))
 	if err != nil {
 		var tooBig *http.MaxBytesError
 		if errors.As(err, &tooBig) {
-			writeBadInput(w, badField("body", "is larger than the %d-byte limit", s.cfg.MaxBodyBytes))
+			writeBadInput(w, badField("body", "is larger than the %d-byte limit", limit))
 		} else {
 			writeBadInput(w, badField("body", "could not be read: %v", err))
 		}
@@ -171,37 +199,12 @@ func (s *Server) readBody(w http.ResponseWriter, r *http.Request) ([]byte, bool)
 
 // ---- writes ----
 
-// builder turns a decoded request into a command, given the leader's clock.
-type builder func(now time.Time) (fsm.Command, error)
-
-// write runs one write request: decode and check the input (on whichever
-// node received it), forward to the leader if this node does not lead, else
-// propose the command and answer with render(result).
-func (s *Server) write(w http.ResponseWriter, r *http.Request, req any, build builder, render func(fsm.Result) any) {
-	body, ok := s.readBody(w, r)
-	if !ok {
-		return
-	}
-	if req != nil {
-		if err := decodeStrict(bytes.NewReader(body), req); err != nil {
-			writeBadInput(w, err)
-			return
-		}
-	} else if len(bytes.TrimSpace(body)) > 0 {
-		// A body here would be silently ignored, a request_id in it too.
-		writeBadInput(w, badField("body", "must be empty: this route takes its input from the path and query (request_id too)"))
-		return
-	}
-	cmd, err := build(s.cfg.Now())
-	if err != nil {
-		writeBadInput(w, err)
-		return
-	}
-	if e := fsm.CheckRequestID(cmd.RequestID); e != nil {
-		writeFSMError(w, e)
-		return
-	}
-	if e := fsm.Check(cmd.Op); e != nil {
+// write runs one write whose input was decoded and built on whichever node
+// received it (writeops.go): forward it to the leader if this node does not
+// lead, else propose the command and answer with its rendered result.
+func (s *Server) write(w http.ResponseWriter, r *http.Request, body []byte, p prepared) {
+	cmd := p.cmd
+	if e := checkCommand(cmd); e != nil {
 		writeFSMError(w, e)
 		return
 	}
@@ -211,82 +214,35 @@ func (s *Server) write(w http.ResponseWriter, r *http.Request, req any, build bu
 		s.forwardToLeader(ctx, w, r, body)
 		return
 	}
+	if why := s.gate.check(ctx, cmd.Op.Type()); why != "" {
+		writeError(w, CodeUpgradeInProgress, why)
+		return
+	}
 	start := time.Now()
 	res, err := s.node.Propose(ctx, cmd)
 	s.metrics.observeCommand(cmd.Op.Type(), res, err, time.Since(start))
-	switch {
-	case errors.Is(err, cluster.ErrNotLeader):
+	if errors.Is(err, cluster.ErrNotLeader) {
 		s.forwardToLeader(ctx, w, r, body)
 		return
-	case errors.Is(err, cluster.ErrUnknownOutcome):
-		writeError(w, CodeUnknownOutcome, err.Error()+"; retry with the same request_id to learn the outcome")
-		return
-	case err != nil:
-		writeError(w, CodeUnavailable, err.Error())
+	}
+	if err == nil {
+		s.setLeaderHeader(w)
+		w.Header().Set(HeaderIndex, strconv.FormatUint(res.Index, 10))
+	}
+	out, e := outcomeOf(p, res, err) // batch.go
+	if e != nil {
+		writeError(w, e.Code, e.Message)
 		return
 	}
-	s.setLeaderHeader(w)
-	w.Header().Set(HeaderIndex, strconv.FormatUint(res.Index, 10))
-	if res.Err != nil {
-		writeFSMError(w, res.Err)
-		return
-	}
-	s.logger.Debug("applied", "type", cmd.Op.Type().String(), "index", res.Index, "request_id", cmd.RequestID, "deduped", res.Deduped)
-	writeJSON(w, http.StatusOK, render(res))
+	s.logger.Info("applied", "type", cmd.Op.Type().String(), "index", res.Index, "request_id", cmd.RequestID, "deduped", res.Deduped,
+		"principal", PrincipalFrom(r.Context()).String())
+	writeJSON(w, http.StatusOK, out)
 }
 
 func (s *Server) setLeaderHeader(w http.ResponseWriter) {
 	if s.cfg.AdvertiseHTTP != "" {
 		w.Header().Set(HeaderLeader, s.cfg.AdvertiseHTTP)
 	}
-}
-
-// forwardToLeader sends the request on to the leader over the Raft port
-// and copies its answer back. A request that was already forwarded once is
-// not forwarded again: two nodes that disagree about the leader must not
-// bounce a request between them.
-func (s *Server) forwardToLeader(ctx context.Context, w http.ResponseWriter, r *http.Request, body []byte) {
-	if r.Header.Get(HeaderForwardedBy) != "" {
-		writeError(w, CodeUnavailable, "this node received a forwarded request but is not the leader; retry")
-		return
-	}
-	waitCtx, cancel := context.WithTimeout(ctx, s.cfg.LeaderWait)
-	leaderID, leaderAddr, err := s.node.WaitLeader(waitCtx)
-	cancel()
-	if err != nil {
-		writeError(w, CodeUnavailable, "no leader is known (election in progress or no quorum): "+err.Error())
-		return
-	}
-	if leaderID == s.node.ID() {
-		writeError(w, CodeUnavailable, "leadership is changing; retry")
-		return
-	}
-	req, err := http.NewRequestWithContext(ctx, r.Method, "http://"+leaderAddr+r.URL.RequestURI(), bytes.NewReader(body))
-	if err != nil {
-		writeError(w, CodeInternal, err.Error())
-		return
-	}
-	for _, h := range []string{"Content-Type", "Authorization", "Accept"} {
-		if v := r.Header.Get(h); v != "" {
-			req.Header.Set(h, v)
-		}
-	}
-	req.Header.Set(HeaderForwardedBy, s.node.ID())
-	resp, err := s.forward.Do(req)
-	if err != nil {
-		// Whether a write reached the leader is unknown once the request
-		// may have been sent.
-		writeError(w, CodeUnknownOutcome, fmt.Sprintf("forwarding to leader %s failed: %v; retry with the same request_id", leaderID, err))
-		return
-	}
-	defer resp.Body.Close()
-	for k, vs := range resp.Header {
-		for _, v := range vs {
-			w.Header().Add(k, v)
-		}
-	}
-	w.WriteHeader(resp.StatusCode)
-	_, _ = io.Copy(w, resp.Body)
 }
 
 // ---- reads ----

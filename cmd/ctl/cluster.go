@@ -49,15 +49,19 @@ Example:
 			{
 				Name:      "join",
 				Usage:     "add a node to the cluster",
-				UsageText: "reconfctl cluster join ID RAFT_ADDR [--nonvoter]",
+				UsageText: "reconfctl cluster join ID RAFT_ADDR [--nonvoter] [--replace]",
 				ArgsUsage: "ID RAFT_ADDR",
 				Description: `Adds node ID, reachable for Raft at RAFT_ADDR, as a voter (or a non-voter
 with --nonvoter). Nodes started with reconfd --join do this themselves.
+A member with the same id at another address (or another id at the same
+address) is replaced only when it no longer answers; --replace replaces it
+anyway.
 
 Example:
    reconfctl cluster join node4 10.0.0.4:8201`,
 				Flags: []cli.Flag{
 					&cli.BoolFlag{Name: "nonvoter", Usage: "join as a non-voting member"},
+					&cli.BoolFlag{Name: "replace", Usage: "take over the id or Raft address of a member even if it still answers (else refused with member_conflict)"},
 				},
 				Action: action(s, 2, 2, "ID RAFT_ADDR", clusterJoin),
 			},
@@ -169,7 +173,7 @@ func clusterJoin(ctx context.Context, c *cli.Context, x *conn) error {
 		return usageErr(c, "RAFT_ADDR %q: want host:port", raftAddr)
 	}
 	voter := !c.Bool("nonvoter")
-	if err := x.client.Join(ctx, transport.JoinRequest{ID: id, RaftAddr: raftAddr, Voter: &voter}); err != nil {
+	if err := x.client.Join(ctx, transport.JoinRequest{ID: id, RaftAddr: raftAddr, Voter: &voter, Replace: c.Bool("replace")}); err != nil {
 		return err
 	}
 	if x.json {

@@ -73,6 +73,7 @@ func report(stderr io.Writer, err error) int {
 	switch {
 	case errors.As(err, &apiErr):
 		fmt.Fprintf(stderr, "reconfctl: %s: %s\n", apiErr.Code, apiErr.Message)
+		tlsHint(stderr, err) // tls.go
 		return exitError
 	case errors.As(err, &exitErr):
 		code := exitErr.ExitCode()
@@ -102,6 +103,7 @@ func report(stderr io.Writer, err error) int {
 	var urlErr *url.Error
 	if errors.As(err, &netErr) || errors.As(err, &urlErr) {
 		fmt.Fprintf(stderr, "reconfctl: unavailable: %v\n", err)
+		tlsHint(stderr, err)
 		return exitError
 	}
 	fmt.Fprintf(stderr, "reconfctl: error: %v\n", err)
@@ -220,6 +222,8 @@ func commands(s *streams) []*cli.Command {
 		factsCommand(s),
 		capabilitiesCommand(s),
 		clusterCommand(s),
+		benchCommand(s), // bench.go
+		tlsCommand(s),   // tls.go
 		completionCommand(s),
 	}
 }

@@ -3,6 +3,7 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"net"
@@ -35,8 +36,14 @@ state in its data dir; --bootstrap and --join are no-ops then. --dev runs a
 throw-away one-node cluster.
 
 Every flag can also be set with an environment variable RECONF_<FLAG>, e.g.
-RECONF_HTTP_ADDR=127.0.0.1:8102.`,
-		Flags:           flags(),
+RECONF_HTTP_ADDR=127.0.0.1:8102.
+
+Security (docs/operations.md): --tls-cert, --tls-key and --tls-ca turn on
+mutual TLS for the API and the Raft port; --token-file adds bearer tokens
+with roles (read, write, admin), reloaded on SIGHUP; --cluster-token lets
+nodes prove themselves to each other without TLS.`,
+		Flags:           append(append(flags(), securityFlags()...), perfFlags()...), // perf.go
+		Commands:        subcommands(),
 		Action:          run,
 		HideHelpCommand: true,
 	}
@@ -83,6 +90,16 @@ func run(c *cli.Context) error {
 	if hclog.LevelFromString(c.String("log-level")) == hclog.NoLevel {
 		return fmt.Errorf("--log-level %q: want trace, debug, info, warn or error", c.String("log-level"))
 	}
+	if c.Args().Present() {
+		return fmt.Errorf("unexpected argument %q (commands: healthcheck, recover; see reconfd --help)", c.Args().First())
+	}
+	sec, err := loadSecurity(c, logger) // security.go
+	if err != nil {
+		return err
+	}
+	hupStop := make(chan struct{})
+	defer close(hupStop)
+	reloadOnHUP(sec, logger, hupStop)
 	id, dataDir, bootstrap := c.String("id"), c.String("data-dir"), c.Bool("bootstrap")
 	if c.Bool("dev") {
 		dir, err := os.MkdirTemp("", "reconf-dev-")
@@ -106,20 +123,25 @@ func run(c *cli.Context) error {
 		advHTTP = c.String("http-addr")
 	}
 
-	mux, err := transport.ListenMux(transport.MuxConfig{
+	mux, err := transport.ListenMux(sec.muxConfig(transport.MuxConfig{
 		Listen: c.String("raft-addr"), Advertise: c.String("advertise-raft"), Logger: logger.Named("mux"),
-	})
+	}))
 	if err != nil {
 		return err
 	}
 	defer mux.Close()
-	node, err := cluster.Open(cluster.Config{
+	cfg := cluster.Config{
 		ID: id, DataDir: dataDir, AdvertiseRaft: mux.Addr().String(), StreamLayer: mux.RaftLayer(),
 		Bootstrap: bootstrap, Logger: logger,
 		SnapshotThreshold: c.Uint64("snapshot-threshold"), SnapshotInterval: c.Duration("snapshot-interval"),
 		TrailingLogs: c.Uint64("trailing-logs"), HeartbeatTimeout: c.Duration("heartbeat-timeout"),
 		ElectionTimeout: c.Duration("election-timeout"),
-	})
+	}
+	applyPerfFlags(c, &cfg) // perf.go
+	if err := startPprof(c, logger); err != nil {
+		return fmt.Errorf("--pprof: %w", err)
+	}
+	node, err := cluster.Open(cfg)
 	if err != nil {
 		return err
 	}
@@ -128,14 +150,18 @@ func run(c *cli.Context) error {
 	}
 	api := transport.NewServer(transport.ServerConfig{
 		Node: node, Mux: mux, AdvertiseHTTP: advHTTP, Logger: logger.Named("api"),
-		UnsafeLocalReads: c.Bool("unsafe-local-reads"),
+		UnsafeLocalReads: c.Bool("unsafe-local-reads"), Auth: sec.auth,
 	})
 	ln, err := net.Listen("tcp", c.String("http-addr"))
 	if err != nil {
 		node.Shutdown(context.Background())
 		return fmt.Errorf("listen on http address: %w", err)
 	}
-	httpSrv := &http.Server{Handler: api.Handler(), ReadHeaderTimeout: 10 * time.Second}
+	if sec.tls != nil {
+		ln = tls.NewListener(ln, sec.tls.APIServerConfig())
+	}
+	httpSrv := &http.Server{Handler: api.Handler(), ReadHeaderTimeout: 10 * time.Second,
+		ErrorLog: logger.Named("http").StandardLogger(&hclog.StandardLoggerOptions{ForceLevel: hclog.Debug})}
 	go func() {
 		if err := httpSrv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			logger.Error("http server", "error", err)
@@ -146,14 +172,27 @@ func run(c *cli.Context) error {
 			logger.Error("forwarding server", "error", err)
 		}
 	}()
-	logger.Info("node started", "id", id, "data_dir", dataDir, "http", advHTTP, "raft", mux.Addr().String())
+	logger.Info("node started", "id", id, "data_dir", dataDir, "http", advHTTP, "raft", mux.Addr().String(), "cluster_id", node.ClusterID())
+	sec.describe(logger, c.String("http-addr"))
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
+	fatal := make(chan error, 1)
 	if join := c.String("join"); join != "" {
-		go joinCluster(ctx, logger, node, splitAddrs(join), mux.Addr().String(), !c.Bool("nonvoter"))
+		fail := func(err error) {
+			select {
+			case fatal <- err:
+			default:
+			}
+		}
+		go joinCluster(ctx, logger, node, sec, splitAddrs(join), mux.Addr().String(), !c.Bool("nonvoter"), fail) // join.go
 	}
-	<-ctx.Done()
+	var runErr error
+	select {
+	case <-ctx.Done():
+	case runErr = <-fatal:
+		logger.Error("cannot run this node", "error", runErr)
+	}
 	stop()
 	logger.Info("shutting down")
 	sctx, cancel := context.WithTimeout(context.Background(), c.Duration("shutdown-timeout"))
@@ -163,7 +202,7 @@ func run(c *cli.Context) error {
 		logger.Error("raft shutdown", "error", err)
 	}
 	logger.Info("stopped")
-	return nil
+	return runErr
 }
 
 func splitAddrs(s string) []string {
@@ -174,34 +213,4 @@ func splitAddrs(s string) []string {
 		}
 	}
 	return out
-}
-
-// joinCluster asks the given members to add this node until one accepts.
-// A node already in the configuration (a restart) does nothing.
-func joinCluster(ctx context.Context, logger hclog.Logger, node *cluster.Node, addrs []string, raftAddr string, voter bool) {
-	if servers, err := node.Servers(); err == nil {
-		for _, s := range servers {
-			if s.ID == node.ID() {
-				logger.Info("already a member; not joining again")
-				return
-			}
-		}
-	}
-	client := transport.NewClient(addrs)
-	req := transport.JoinRequest{ID: node.ID(), RaftAddr: raftAddr, Voter: &voter}
-	for attempt := 1; ; attempt++ {
-		cctx, cancel := context.WithTimeout(ctx, 20*time.Second)
-		err := client.Join(cctx, req)
-		cancel()
-		if err == nil {
-			logger.Info("joined the cluster", "via", addrs)
-			return
-		}
-		logger.Warn("join failed; retrying", "attempt", attempt, "error", err)
-		select {
-		case <-ctx.Done():
-			return
-		case <-time.After(time.Second):
-		}
-	}
 }

@@ -1,0 +1,218 @@
+package transport
+
+import (
+	"encoding/json"
+	"net/http"
+	"strconv"
+	"sync"
+)
+
+// Hand-written JSON for the answers on the hot path (a delegation's receipt
+// and witness, a footprint, an index). encoding/json spends most of its time
+// in reflection on these; the functions here write the very same bytes
+// (field order, null for nil slices, encoding/json's escaping, which
+// fastjson_test.go checks against encoding/json) several times faster.
+// Shapes they do not cover (a witness with an ownership receipt or a
+// runtime upgrade) go through encoding/json as before.
+
+// jsonAppender is a value that can append its own JSON encoding; ok false
+// means "use encoding/json".
+type jsonAppender interface {
+	appendJSON(b []byte) (out []byte, ok bool)
+}
+
+var jsonBufs = sync.Pool{New: func() any { b := make([]byte, 0, 4096); return &b }}
+
+// writeFastJSON writes v with its appender, as writeJSON would with
+// encoding/json (a trailing newline included). false: v has no appender for
+// this value, nothing was written.
+func writeFastJSON(w http.ResponseWriter, status int, v any) bool {
+	a, ok := v.(jsonAppender)
+	if !ok {
+		return false
+	}
+	bp := jsonBufs.Get().(*[]byte)
+	defer jsonBufs.Put(bp)
+	out, ok := a.appendJSON((*bp)[:0])
+	if !ok {
+		return false
+	}
+	out = append(out, '\n')
+	*bp = out
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Content-Length", strconv.Itoa(len(out)))
+	w.WriteHeader(status)
+	_, _ = w.Write(out)
+	return true
+}
+
+// appendString appends s as encoding/json does (with HTML escaping).
+func appendString(b []byte, s string) []byte {
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if c < 0x20 || c >= 0x7f || c == '"' || c == '\\' || c == '<' || c == '>' || c == '&' {
+			q, _ := json.Marshal(s) // the rare string that needs escaping
+			return append(b, q...)
+		}
+	}
+	b = append(b, '"')
+	b = append(b, s...)
+	return append(b, '"')
+}
+
+func appendStrings(b []byte, ss []string) []byte {
+	if ss == nil {
+		return append(b, "null"...)
+	}
+	b = append(b, '[')
+	for i, s := range ss {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = appendString(b, s)
+	}
+	return append(b, ']')
+}
+
+func appendUint(b []byte, v uint64) []byte { return strconv.AppendUint(b, v, 10) }
+
+func (f *FootprintJSON) appendJSON(b []byte) []byte {
+	b = append(b, `{"schema_version":`...)
+	b = appendString(b, f.SchemaVersion)
+	b = append(b, `,"native_sessions":`...)
+	b = appendStrings(b, f.NativeSessions)
+	b = append(b, `,"delegated_in_sessions":`...)
+	b = appendStrings(b, f.DelegatedInSessions)
+	b = append(b, `,"delegated_out_sessions":`...)
+	b = appendStrings(b, f.DelegatedOutSessions)
+	return append(b, '}')
+}
+
+func (s ScopeJSON) appendJSON(b []byte) []byte {
+	if s.Session {
+		return append(b, `"session"`...)
+	}
+	b = append(b, `{"fragments":`...)
+	return append(appendStrings(b, nonNil(s.Fragments)), '}')
+}
+
+func (l *LinkBoundaryJSON) appendJSON(b []byte) []byte {
+	b = append(b, `{"bundle_id":`...)
+	if l.BundleID == nil {
+		b = append(b, "null"...)
+	} else {
+		b = appendString(b, *l.BundleID)
+	}
+	b = append(b, `,"protocol_ids":`...)
+	b = appendStrings(b, l.ProtocolIDs)
+	b = append(b, `,"fragment_keys":`...)
+	b = appendStrings(b, l.FragmentKeys)
+	b = append(b, `,"capability_scope":`...)
+	b = l.CapabilityScope.appendJSON(b)
+	return append(b, '}')
+}
+
+func (r *ReceiptJSON) appendJSON(b []byte) []byte {
+	b = append(b, `{"schema_version":`...)
+	b = appendString(b, r.SchemaVersion)
+	b = append(b, `,"session_id":`...)
+	b = appendString(b, r.SessionID)
+	b = append(b, `,"from_authority":`...)
+	b = appendString(b, r.FromAuthority)
+	b = append(b, `,"to_authority":`...)
+	b = appendString(b, r.ToAuthority)
+	b = append(b, `,"bundle_id":`...)
+	b = appendString(b, r.BundleID)
+	b = append(b, `,"from_before":`...)
+	b = r.FromBefore.appendJSON(b)
+	b = append(b, `,"from_after":`...)
+	b = r.FromAfter.appendJSON(b)
+	b = append(b, `,"to_before":`...)
+	b = r.ToBefore.appendJSON(b)
+	b = append(b, `,"to_after":`...)
+	b = r.ToAfter.appendJSON(b)
+	b = append(b, `,"delegated_at":{"ts_ms":`...)
+	b = appendUint(b, r.DelegatedAt.TsMs)
+	return append(b, "}}"...)
+}
+
+// appendJSON covers witnesses of plain delegations: no ownership receipt,
+// no runtime upgrade.
+func (w *WitnessJSON) appendJSON(b []byte) ([]byte, bool) {
+	if w.OwnershipReceipt != nil || w.RuntimeUpgradeRequest != nil || w.RuntimeUpgradeSnapshot != nil || w.RuntimeUpgradeExecution != nil {
+		return b, false
+	}
+	b = append(b, `{"context_id":`...)
+	b = appendString(b, w.ContextID)
+	b = append(b, `,"session_id":`...)
+	b = appendString(b, w.SessionID)
+	b = append(b, `,"from_authority":`...)
+	b = appendString(b, w.FromAuthority)
+	b = append(b, `,"to_authority":`...)
+	b = appendString(b, w.ToAuthority)
+	b = append(b, `,"bundle_id":`...)
+	b = appendString(b, w.BundleID)
+	b = append(b, `,"link_boundary":`...)
+	b = w.LinkBoundary.appendJSON(b)
+	b = append(b, `,"capability_scope":`...)
+	b = w.CapabilityScope.appendJSON(b)
+	b = append(b, `,"moved_fragment_keys":`...)
+	b = appendStrings(b, w.MovedFragmentKeys)
+	b = append(b, `,"coherence":`...)
+	b = appendString(b, w.Coherence)
+	return append(b, '}'), true
+}
+
+func (d DelegationResponse) appendJSON(b []byte) ([]byte, bool) {
+	start := len(b)
+	b = append(b, `{"receipt":`...)
+	b = d.Receipt.appendJSON(b)
+	b = append(b, `,"witness":`...)
+	b, ok := d.Witness.appendJSON(b)
+	if !ok {
+		return b[:start], false
+	}
+	b = append(b, `,"fact_seq":`...)
+	b = appendUint(b, d.FactSeq)
+	b = append(b, `,"index":`...)
+	b = appendUint(b, d.Index)
+	if d.Deduped {
+		b = append(b, `,"deduped":true`...)
+	}
+	return append(b, '}'), true
+}
+
+func (r IndexResponse) appendJSON(b []byte) ([]byte, bool) {
+	b = append(b, `{"index":`...)
+	b = appendUint(b, r.Index)
+	if r.Deduped {
+		b = append(b, `,"deduped":true`...)
+	}
+	return append(b, '}'), true
+}
+
+func (a AuthorityFootprint) appendJSON(b []byte) ([]byte, bool) {
+	b = append(b, `{"authority_id":`...)
+	b = appendString(b, a.AuthorityID)
+	b = append(b, `,"schema_version":`...)
+	b = appendString(b, a.SchemaVersion)
+	b = append(b, `,"native_sessions":`...)
+	b = appendStrings(b, a.NativeSessions)
+	b = append(b, `,"delegated_in_sessions":`...)
+	b = appendStrings(b, a.DelegatedInSessions)
+	b = append(b, `,"delegated_out_sessions":`...)
+	b = appendStrings(b, a.DelegatedOutSessions)
+	return append(b, '}'), true
+}
+
+// appendAny appends v's JSON: with its appender when it has one that covers
+// it, else with encoding/json.
+func appendAny(b []byte, v any) ([]byte, error) {
+	if a, ok := v.(jsonAppender); ok {
+		if out, ok := a.appendJSON(b); ok {
+			return out, nil
+		}
+	}
+	j, err := json.Marshal(v)
+	return append(b, j...), err
+}
