@@ -55,7 +55,8 @@ type Config struct {
 	// Group commit (propose.go): at most MaxInflight entries are handed to
 	// Raft and not yet applied; commands arriving meanwhile go out together
 	// in the next entry. BatchWait optionally holds an entry open that long
-	// for more commands. Defaults 2 and 0.
+	// for more commands. Defaults 1 and 0 (docs/performance.md: on a small
+	// machine every extra entry in flight costs CPU that packing saves).
 	MaxInflight int
 	BatchWait   time.Duration
 	// LogStore is "bolt" (raft-boltdb, the default for a new data dir) or
@@ -91,7 +92,7 @@ func (c *Config) setDefaults() {
 		c.MaxBatchBytes = 1 << 20
 	}
 	if c.MaxInflight <= 0 {
-		c.MaxInflight = 2
+		c.MaxInflight = 1
 	}
 }
 
@@ -143,7 +144,8 @@ func Open(cfg Config) (*Node, error) {
 		return nil, err
 	}
 	n := &Node{cfg: cfg, logger: logger, store: store, readyCh: make(chan struct{}), stop: make(chan struct{})}
-	logs, err := raft.NewLogCache(512, &watchedLogs{LogStore: store, n: n})
+	cache, err := raft.NewLogCache(512, &watchedLogs{LogStore: store, n: n})
+	logs := detachedLogs{cache} // logcache.go: the cache must not keep apply futures alive
 	if err != nil {
 		store.Close()
 		return nil, err

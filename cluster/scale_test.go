@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"os"
 	"runtime"
+	"runtime/pprof"
 	"strconv"
 	"testing"
 	"time"
@@ -93,6 +94,12 @@ func scaleRestart(t *testing.T, store string, n int) {
 	tn.n.FSM().Read(func(s *fsm.State) { stats = s.Stats() })
 	last, digest := tn.n.Digest()
 	t.Logf("state: %d footprint records, %d facts, applied index %d; live heap of the node %.0f MiB", stats.FootprintEntries, stats.Facts, last, mib(liveHeap()-base))
+	if path := os.Getenv("RECONF_SCALE_HEAPPROFILE"); path != "" {
+		if f, err := os.Create(path + "." + store); err == nil {
+			_ = pprof.WriteHeapProfile(f)
+			f.Close()
+		}
+	}
 
 	restart := func(what string) {
 		t.Helper()
@@ -101,7 +108,11 @@ func scaleRestart(t *testing.T, store string, n int) {
 		start := time.Now()
 		tn.open(t) // a snapshot, if any, is restored inside Open
 		opened := time.Since(start)
-		waitFor(t, "the restarted node to apply its log", func() bool { return tn.n.FSM().AppliedIndex() >= last })
+		for deadline := time.Now().Add(20 * time.Minute); tn.n.FSM().AppliedIndex() < last; time.Sleep(10 * time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Fatalf("%s: the restarted node did not apply its log within 20 minutes", what)
+			}
+		}
 		applied := time.Since(start)
 		waitReady(t, tn.n)
 		ready := time.Since(start)

@@ -282,7 +282,6 @@ type Auth struct {
 	cfg     AuthConfig
 	tokens  atomic.Pointer[TokenSet]
 	cluster [sha256.Size]byte
-	denied  func(code string)
 }
 
 // NewAuth loads the token file, if any.

@@ -83,7 +83,10 @@ func NewServer(cfg ServerConfig) *Server {
 		DialContext: func(ctx context.Context, _, addr string) (net.Conn, error) {
 			return cfg.Mux.dial(ctx, addr, protoForward)
 		},
-		MaxIdleConnsPerHost: 64,
+		// Every request a follower is serving for a client may be waiting on
+		// the leader at once: keep that many connections, not fewer (each
+		// one over the limit would be dialled, and closed, per request).
+		MaxIdleConnsPerHost: 512,
 		IdleConnTimeout:     90 * time.Second,
 	}}
 	s.metrics = newMetrics(cfg.Node)

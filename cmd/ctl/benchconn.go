@@ -103,10 +103,12 @@ func (c *benchConn) do(ctx context.Context, method, path string, body, out any) 
 	b = append(b, "\r\n"...)
 	b = append(b, payload...)
 	c.buf = b
-	_ = c.conn.SetDeadline(time.Now().Add(c.timeout))
-	stop := context.AfterFunc(ctx, func() { _ = c.conn.SetDeadline(time.Unix(1, 0)) })
+	conn := c.conn
+	_ = conn.SetDeadline(time.Now().Add(c.timeout))
+	// The end of the run interrupts a request in flight.
+	stop := context.AfterFunc(ctx, func() { _ = conn.SetDeadline(time.Unix(1, 0)) })
 	defer stop()
-	if _, err := c.conn.Write(b); err != nil {
+	if _, err := conn.Write(b); err != nil {
 		c.close()
 		return err
 	}

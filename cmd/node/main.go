@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"syscall"
 	"time"
@@ -137,7 +138,8 @@ func run(c *cli.Context) error {
 		TrailingLogs: c.Uint64("trailing-logs"), HeartbeatTimeout: c.Duration("heartbeat-timeout"),
 		ElectionTimeout: c.Duration("election-timeout"),
 	}
-	applyPerfFlags(c, &cfg) // perf.go
+	ballast := applyPerfFlags(c, &cfg) // perf.go
+	defer runtime.KeepAlive(ballast)
 	if err := startPprof(c, logger); err != nil {
 		return fmt.Errorf("--pprof: %w", err)
 	}

@@ -18,7 +18,7 @@ func perfFlags() []cli.Flag {
 	return []cli.Flag{
 		&cli.StringFlag{Name: "log-store", EnvVars: env("LOG_STORE"),
 			Usage: "Raft log store of a new data dir: bolt (raft-boltdb) or wal (raft-wal, one fsync per append); default: what the data dir holds, bolt for a new one"},
-		&cli.IntFlag{Name: "max-inflight", Value: 2, EnvVars: env("MAX_INFLIGHT"),
+		&cli.IntFlag{Name: "max-inflight", Value: 1, EnvVars: env("MAX_INFLIGHT"),
 			Usage: "group commit: log entries handed to Raft and not yet applied; commands arriving meanwhile share the next entry"},
 		&cli.DurationFlag{Name: "batch-wait", EnvVars: env("BATCH_WAIT"),
 			Usage: "group commit: how long an entry waits for more commands before it goes out (0: never waits)"},
@@ -29,26 +29,26 @@ func perfFlags() []cli.Flag {
 	}
 }
 
-// applyPerfFlags copies the flags into the node's configuration.
-func applyPerfFlags(c *cli.Context, cfg *cluster.Config) {
+// applyPerfFlags copies the flags into the node's configuration. It
+// returns the GC ballast, which the caller keeps alive while the node runs.
+func applyPerfFlags(c *cli.Context, cfg *cluster.Config) []byte {
 	cfg.LogStore = c.String("log-store")
 	cfg.MaxInflight = c.Int("max-inflight")
 	cfg.BatchWait = c.Duration("batch-wait")
-	setGCMinHeap(c.Int("gc-min-heap-mb"))
+	return gcBallast(c.Int("gc-min-heap-mb"))
 }
 
-// ballast raises the GC's heap goal. A node with a small state allocates
+// gcBallast returns a ballast that raises the GC's heap goal. A node with a small state allocates
 // mostly short-lived garbage per request; with the default GOGC=100 the GC
 // then runs every few MiB and costs a quarter of the CPU at high request
 // rates. The ballast counts as live heap, so the goal becomes twice (live +
 // ballast); it holds no pointers (never scanned) and is never written, so
 // its pages are never made resident. With a large state it changes little.
-var ballast []byte
-
-func setGCMinHeap(mb int) {
-	if mb > 0 {
-		ballast = make([]byte, mb<<20)
+func gcBallast(mb int) []byte {
+	if mb <= 0 {
+		return nil
 	}
+	return make([]byte, mb<<20)
 }
 
 // startPprof serves /debug/pprof when --pprof is set.

@@ -5,7 +5,8 @@
 //	go run ./scripts/plot-bench -o docs/bench.svg docs/bench/*.json
 //
 // Each file is one run; runs are grouped by their "label" and ordered by
-// concurrency. Throughput is delegations per second (batched ones
+// concurrency; of repeated runs at one concurrency the median (by
+// throughput) is drawn. Throughput is delegations per second (batched ones
 // included); latencies are those of all the run's operations.
 package main
 
@@ -15,32 +16,41 @@ import (
 	"fmt"
 	"math"
 	"os"
+	"path/filepath"
 	"sort"
+	"strconv"
 	"strings"
 )
 
 type run struct {
+	name        string  // file name without the repeat suffix (-rN.json)
 	Label       string  `json:"label"`
 	Concurrency int     `json:"concurrency"`
 	Delegations float64 `json:"delegations_per_sec"`
 	Total       struct {
 		OpsPerSec float64 `json:"ops_per_sec"`
+		Errors    uint64  `json:"errors"`
 		P50       float64 `json:"p50_ms"`
 		P90       float64 `json:"p90_ms"`
 		P99       float64 `json:"p99_ms"`
 		P999      float64 `json:"p999_ms"`
 	} `json:"total"`
+	Machine struct {
+		LoadAfter string `json:"load_after"`
+	} `json:"machine"`
 }
 
 func main() {
 	out := flag.String("o", "bench.svg", "output SVG `file`")
 	title := flag.String("title", "reconf: delegations on a local 3-node cluster", "chart title")
+	table := flag.Bool("table", false, "print a markdown table of the runs (median and range of repeats) instead of drawing")
 	flag.Parse()
 	if flag.NArg() == 0 {
-		fmt.Fprintln(os.Stderr, "usage: plot-bench [-o out.svg] run.json...")
+		fmt.Fprintln(os.Stderr, "usage: plot-bench [-o out.svg | -table] run.json...")
 		os.Exit(2)
 	}
 	series := map[string][]run{}
+	var all []run
 	for _, path := range flag.Args() {
 		b, err := os.ReadFile(path)
 		if err != nil {
@@ -53,17 +63,93 @@ func main() {
 		if r.Label == "" {
 			r.Label = "run"
 		}
+		r.name = strings.TrimSuffix(filepath.Base(path), ".json")
+		if i := strings.LastIndex(r.name, "-r"); i > 0 {
+			if _, err := strconv.Atoi(r.name[i+2:]); err == nil {
+				r.name = r.name[:i]
+			}
+		}
 		series[r.Label] = append(series[r.Label], r)
+		all = append(all, r)
+	}
+	if *table {
+		printTable(all)
+		return
 	}
 	var labels []string
 	for l, rs := range series {
-		sort.Slice(rs, func(i, j int) bool { return rs[i].Concurrency < rs[j].Concurrency })
+		series[l] = medians(rs)
 		labels = append(labels, l)
 	}
 	sort.Strings(labels)
 	svg := render(*title, labels, series)
 	if err := os.WriteFile(*out, []byte(svg), 0o644); err != nil {
 		fatal(err)
+	}
+}
+
+// medians keeps, of the runs at each concurrency (repeats), the one with
+// the median throughput, and orders them by concurrency.
+func medians(rs []run) []run {
+	by := map[int][]run{}
+	for _, r := range rs {
+		by[r.Concurrency] = append(by[r.Concurrency], r)
+	}
+	var out []run
+	for _, group := range by {
+		sort.Slice(group, func(i, j int) bool { return group[i].Delegations < group[j].Delegations })
+		out = append(out, group[len(group)/2])
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Concurrency < out[j].Concurrency })
+	return out
+}
+
+// printTable prints one row per run name: the median run's figures (by
+// throughput) and the range over the repeats.
+func printTable(all []run) {
+	by := map[string][]run{}
+	var names []string
+	for _, r := range all {
+		if _, ok := by[r.name]; !ok {
+			names = append(names, r.name)
+		}
+		by[r.name] = append(by[r.name], r)
+	}
+	// By scenario, then by concurrency: bolt-c1, bolt-c4, ... bolt-c256.
+	base := func(n string) string {
+		if i := strings.LastIndex(n, "-c"); i > 0 {
+			if _, err := strconv.Atoi(n[i+2:]); err == nil {
+				return n[:i]
+			}
+		}
+		return n
+	}
+	sort.Slice(names, func(i, j int) bool {
+		a, b := names[i], names[j]
+		if base(a) != base(b) {
+			return base(a) < base(b)
+		}
+		return by[a][0].Concurrency < by[b][0].Concurrency
+	})
+	fmt.Println("| run | clients | delegations/s median (min–max) | ops/s | p50 ms | p99 ms | errors | load after |")
+	fmt.Println("|---|---|---|---|---|---|---|---|")
+	for _, n := range names {
+		rs := by[n]
+		sort.Slice(rs, func(i, j int) bool {
+			if rs[i].Delegations != rs[j].Delegations {
+				return rs[i].Delegations < rs[j].Delegations
+			}
+			return rs[i].Total.OpsPerSec < rs[j].Total.OpsPerSec
+		})
+		m := rs[len(rs)/2]
+		var loads []string
+		var errs uint64
+		for _, r := range rs {
+			loads = append(loads, strings.Fields(r.Machine.LoadAfter + " ?")[0])
+			errs += r.Total.Errors
+		}
+		fmt.Printf("| %s | %d | %.0f (%.0f–%.0f) | %.0f | %.2f | %.1f | %d | %s |\n", n, m.Concurrency, m.Delegations,
+			rs[0].Delegations, rs[len(rs)-1].Delegations, m.Total.OpsPerSec, m.Total.P50, m.Total.P99, errs, strings.Join(loads, ", "))
 	}
 }
 

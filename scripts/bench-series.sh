@@ -1,0 +1,100 @@
+#!/usr/bin/env bash
+# The benchmark series of docs/performance.md: for each log store, a fresh
+# local three-node cluster (scripts/bench-cluster.sh), then reconfctl bench
+# at several concurrencies and in a few other shapes, each run's --json in
+# $OUT, and the plot drawn from them (scripts/plot-bench).
+#
+#   scripts/bench-series.sh                 # everything, into docs/bench/
+#   STORES=wal CONC="1 64" DURATION=5s scripts/bench-series.sh
+#   BEFORE_BIN=/path/to/old/bin scripts/bench-series.sh   # also an older reconfd, labelled $BEFORE_LABEL ("before")
+#   REPEAT=3 scripts/bench-series.sh        # each run three times (the plot takes the median)
+#
+# Runs are closed-loop, delegations only, sent to the leader (--leader-only),
+# 2s warm-up. `uptime` is recorded next to every run (load.txt).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+OUT=${OUT:-docs/bench}
+STORES=${STORES:-bolt wal}
+CONC=${CONC:-1 4 16 64 256}
+DURATION=${DURATION:-10s}
+REPEAT=${REPEAT:-1}
+PORT=${PORT:-9101}
+mkdir -p "$OUT"
+go build -o bin/reconfd ./cmd/node && go build -o bin/reconfctl ./cmd/ctl
+A="127.0.0.1:$PORT,127.0.0.1:$((PORT + 1)),127.0.0.1:$((PORT + 2))"
+CTL="./bin/reconfctl --addr $A"
+
+cluster_pid=
+start_cluster() { # BIN, reconfd flags...
+  local bin=$1
+  shift
+  LOGDIR=$(mktemp -d) BIN=$bin PORT=$PORT scripts/bench-cluster.sh "$@" >"$OUT/.cluster.out" 2>&1 &
+  cluster_pid=$!
+  for _ in $(seq 1 150); do
+    grep -q "bench cluster ready" "$OUT/.cluster.out" 2>/dev/null && break
+    sleep 0.2
+  done
+  sleep 1
+}
+stop_cluster() {
+  if [ -n "$cluster_pid" ]; then
+    kill -TERM "$cluster_pid" 2>/dev/null || true
+    wait "$cluster_pid" 2>/dev/null || true
+    cluster_pid=
+  fi
+}
+trap stop_cluster EXIT INT TERM
+
+bench() { # name, label, bench args... (REPEAT times: name-r1, name-r2, ...)
+  local name=$1 label=$2
+  shift 2
+  for r in $(seq 1 "$REPEAT"); do
+    bench1 "$name-r$r" "$label" "$@"
+  done
+}
+
+bench1() {
+  local name=$1 label=$2
+  shift 2
+  echo "$(date -u +%FT%TZ) $name: $(uptime)" >>"$OUT/load.txt"
+  $CTL bench --warmup 2s --quiet --json --label "$label" "$@" >"$OUT/$name.json"
+  python3 - "$OUT/$name.json" <<'PY' || true
+import json, sys
+r = json.load(open(sys.argv[1]))
+t = r["total"]
+print(f'{sys.argv[1]}: {r["delegations_per_sec"]:.0f} delegations/s, {t["ops_per_sec"]:.0f} ops/s, p50 {t["p50_ms"]} ms, p99 {t["p99_ms"]} ms, errors {t["errors"]}, load {r["machine"]["load_after"]}')
+PY
+}
+
+for store in $STORES; do
+  start_cluster ./bin --log-store "$store"
+  for c in $CONC; do
+    bench "$store-c$c" "$store" --mix delegate=100 --concurrency "$c" --duration "$DURATION" --leader-only
+  done
+  bench "$store-followers-c64" "$store via followers" --mix delegate=100 --concurrency 64 --duration "$DURATION"
+  bench "$store-read-c1" "$store" --mix read=100 --concurrency 1 --duration "$DURATION" --leader-only
+  bench "$store-mix-c64" "$store" --concurrency 64 --duration "$DURATION"
+  bench "$store-batch-c4" "$store" --mix batch=1 --batch-size 1000 --concurrency 4 --duration "$DURATION" --leader-only
+  # The same load with a large state: first 1,000 sessions, then 1,000,000.
+  $CTL bench --preload 1000 --mix read=1 --count 1 --warmup 0s --quiet >/dev/null
+  bench "$store-state1k-c64" "$store" --mix delegate=100 --concurrency 64 --duration "$DURATION" --leader-only
+  $CTL bench --preload 999000 --mix read=1 --count 1 --warmup 0s --quiet --timeout 10m >/dev/null
+  bench "$store-state1m-c64" "$store" --mix delegate=100 --concurrency 64 --duration "$DURATION" --leader-only
+  stop_cluster
+done
+
+if [ -n "${BEFORE_BIN:-}" ]; then
+  start_cluster "$BEFORE_BIN"
+  for c in $CONC; do
+    bench "before-c$c" "${BEFORE_LABEL:-before}" --mix delegate=100 --concurrency "$c" --duration "$DURATION" --leader-only
+  done
+  stop_cluster
+fi
+
+files=()
+for f in "$OUT"/bolt-c*-r*.json "$OUT"/wal-c*-r*.json "$OUT"/before-c*-r*.json; do
+  [ -e "$f" ] && files+=("$f")
+done
+go run ./scripts/plot-bench -o docs/bench.svg "${files[@]}"
+go run ./scripts/plot-bench -table "$OUT"/*.json >"$OUT/table.md"
+echo "plot: docs/bench.svg, table: $OUT/table.md"
