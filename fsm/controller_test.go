@@ -937,7 +937,7 @@ func TestDefaultBundles(t *testing.T) {
 	h := rcNew(t)
 	h.ok(&LinkBundles{Left: "device_migration", Right: "guardian_handoff", LinkedID: "x"})
 	// Two replicas start identical.
-	if New().Digest() != New().Digest() {
+	if a, b := New(), New(); a.Digest() != b.Digest() {
 		t.Fatal("initial digests differ")
 	}
 }
@@ -1782,7 +1782,7 @@ func TestFactsJournal(t *testing.T) {
 		t.Fatal("Facts exposes the journal")
 	}
 	// A default context is deterministic and distinct per authority.
-	if DefaultContextForAuthority(a) != DefaultContextForAuthority(a) || DefaultContextForAuthority(a) == DefaultContextForAuthority(b) {
+	if c1, c2 := DefaultContextForAuthority(a), DefaultContextForAuthority(a); c1 != c2 || c1 == DefaultContextForAuthority(b) {
 		t.Fatal("default context")
 	}
 	if v := UUID(DefaultContextForAuthority(a)); v[6]>>4 != 8 || v[8]>>6 != 2 {
