@@ -24,26 +24,7 @@ go build -o bin/reconfd ./cmd/node && go build -o bin/reconfctl ./cmd/ctl
 A="127.0.0.1:$PORT,127.0.0.1:$((PORT + 1)),127.0.0.1:$((PORT + 2))"
 CTL="./bin/reconfctl --addr $A"
 
-cluster_pid=
-start_cluster() { # BIN, reconfd flags...
-  local bin=$1
-  shift
-  LOGDIR=$(mktemp -d) BIN=$bin PORT=$PORT scripts/bench-cluster.sh "$@" >"$OUT/.cluster.out" 2>&1 &
-  cluster_pid=$!
-  for _ in $(seq 1 150); do
-    grep -q "bench cluster ready" "$OUT/.cluster.out" 2>/dev/null && break
-    sleep 0.2
-  done
-  sleep 1
-}
-stop_cluster() {
-  if [ -n "$cluster_pid" ]; then
-    kill -TERM "$cluster_pid" 2>/dev/null || true
-    wait "$cluster_pid" 2>/dev/null || true
-    cluster_pid=
-  fi
-}
-trap stop_cluster EXIT INT TERM
+. scripts/bench-lib.sh # start_cluster, stop_cluster
 
 bench() { # name, label, bench args... (REPEAT times: name-r1, name-r2, ...)
   local name=$1 label=$2

@@ -290,10 +290,7 @@ func TestBatchThroughLeaderChange(t *testing.T) {
 		t.Helper()
 		fa, _ := n.footprint(a, query)
 		fb, _ := n.footprint(b, query)
-		facts := map[uint64]transport.FactJSON{}
-		for _, f := range n.allFacts(strings.Replace(query, "?", "&", 1)) {
-			facts[f.Seq] = f
-		}
+		facts := n.factsBySeq(query)
 		delegated := 0
 		for _, k := range acks {
 			var ok bool

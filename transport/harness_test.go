@@ -564,6 +564,17 @@ func (n *tnode) allFacts(query string) []transport.FactJSON {
 	}
 }
 
+// factsBySeq is the whole fact journal through node n, by sequence number;
+// query is a footprint read's ("" or "?consistency=stale").
+func (n *tnode) factsBySeq(query string) map[uint64]transport.FactJSON {
+	n.c.t.Helper()
+	out := map[uint64]transport.FactJSON{}
+	for _, f := range n.allFacts(strings.Replace(query, "?", "&", 1)) {
+		out[f.Seq] = f
+	}
+	return out
+}
+
 func lastFactSeq(t testing.TB, n *tnode) uint64 {
 	t.Helper()
 	r := n.must(http.StatusOK, http.MethodGet, "/v1/facts?limit=1", nil)

@@ -245,10 +245,7 @@ func TestLeaderKillKeepsAcknowledgedWrites(t *testing.T) {
 		t.Helper()
 		fa, _ := n.footprint(a, query)
 		fb, _ := n.footprint(b, query)
-		facts := map[uint64]transport.FactJSON{}
-		for _, f := range n.allFacts(strings.Replace(query, "?", "&", 1)) {
-			facts[f.Seq] = f
-		}
+		facts := n.factsBySeq(query)
 		lost := 0
 		for _, k := range acks {
 			ok := true
