@@ -262,44 +262,50 @@ func (c *Client) readPath(path string, q url.Values) string {
 	return path
 }
 
-func ensureID(id *string) {
-	if *id == "" {
-		*id = NewRequestID()
+// writeCall sends a write, giving it a request id first when it has none,
+// so that the client's retries are applied exactly once (domain 9.7).
+func writeCall[T any](ctx context.Context, c *Client, method, path string, requestID *string, req any) (*T, error) {
+	if *requestID == "" {
+		*requestID = NewRequestID()
 	}
+	var out T
+	return &out, c.call(ctx, method, path, req, &out)
+}
+
+// readCall sends a read, stale when the client says so.
+func readCall[T any](ctx context.Context, c *Client, path string) (*T, error) {
+	var out T
+	return &out, c.call(ctx, http.MethodGet, c.readPath(path, nil), nil, &out)
 }
 
 // ---- bundles ----
 
 func (c *Client) RegisterBundle(ctx context.Context, req RegisterBundleRequest) (*BundleResponse, error) {
-	ensureID(&req.RequestID)
-	var out BundleResponse
-	return &out, c.call(ctx, http.MethodPost, "/v1/bundles", req, &out)
+	return writeCall[BundleResponse](ctx, c, http.MethodPost, "/v1/bundles", &req.RequestID, &req)
 }
 
 func (c *Client) LinkBundles(ctx context.Context, req LinkRequest) (*BundleResponse, error) {
-	ensureID(&req.RequestID)
-	var out BundleResponse
-	return &out, c.call(ctx, http.MethodPost, "/v1/bundles/link", req, &out)
+	return writeCall[BundleResponse](ctx, c, http.MethodPost, "/v1/bundles/link", &req.RequestID, &req)
 }
 
 func (c *Client) ListBundles(ctx context.Context) ([]BundleJSON, error) {
 	var out struct {
 		Bundles []BundleJSON `json:"bundles"`
 	}
-	return out.Bundles, c.call(ctx, http.MethodGet, c.readPath("/v1/bundles", nil), nil, &out)
+	// The call fills out, so it runs before out.Bundles is read (in
+	// "return out.X, f()" Go leaves that order unspecified).
+	err := c.call(ctx, http.MethodGet, c.readPath("/v1/bundles", nil), nil, &out)
+	return out.Bundles, err
 }
 
 func (c *Client) ShowBundle(ctx context.Context, id string) (*BundleJSON, error) {
-	var out BundleJSON
-	return &out, c.call(ctx, http.MethodGet, c.readPath("/v1/bundles/"+url.PathEscape(id), nil), nil, &out)
+	return readCall[BundleJSON](ctx, c, "/v1/bundles/"+url.PathEscape(id))
 }
 
 // ---- footprints ----
 
 func (c *Client) AddFootprint(ctx context.Context, authority string, req FootprintAddRequest) (*IndexResponse, error) {
-	ensureID(&req.RequestID)
-	var out IndexResponse
-	return &out, c.call(ctx, http.MethodPost, "/v1/footprints/"+url.PathEscape(authority)+"/sessions", req, &out)
+	return writeCall[IndexResponse](ctx, c, http.MethodPost, "/v1/footprints/"+url.PathEscape(authority)+"/sessions", &req.RequestID, &req)
 }
 
 func (c *Client) RemoveFootprint(ctx context.Context, authority, session string) (*IndexResponse, error) {
@@ -309,57 +315,43 @@ func (c *Client) RemoveFootprint(ctx context.Context, authority, session string)
 }
 
 func (c *Client) ShowFootprint(ctx context.Context, authority string) (*AuthorityFootprint, error) {
-	var out AuthorityFootprint
-	return &out, c.call(ctx, http.MethodGet, c.readPath("/v1/footprints/"+url.PathEscape(authority), nil), nil, &out)
+	return readCall[AuthorityFootprint](ctx, c, "/v1/footprints/"+url.PathEscape(authority))
 }
 
 // ---- delegation and live sessions ----
 
 func (c *Client) Delegate(ctx context.Context, req DelegationRequest) (*DelegationResponse, error) {
-	ensureID(&req.RequestID)
-	var out DelegationResponse
-	return &out, c.call(ctx, http.MethodPost, "/v1/delegations", req, &out)
+	return writeCall[DelegationResponse](ctx, c, http.MethodPost, "/v1/delegations", &req.RequestID, &req)
 }
 
 func (c *Client) OpenSession(ctx context.Context, req OpenSessionRequest) (*LiveSessionJSON, error) {
-	ensureID(&req.RequestID)
-	var out LiveSessionJSON
-	return &out, c.call(ctx, http.MethodPost, "/v1/sessions", req, &out)
+	return writeCall[LiveSessionJSON](ctx, c, http.MethodPost, "/v1/sessions", &req.RequestID, &req)
 }
 
 func (c *Client) ShowSession(ctx context.Context, id string) (*LiveSessionJSON, error) {
-	var out LiveSessionJSON
-	return &out, c.call(ctx, http.MethodGet, c.readPath("/v1/sessions/"+url.PathEscape(id), nil), nil, &out)
+	return readCall[LiveSessionJSON](ctx, c, "/v1/sessions/"+url.PathEscape(id))
 }
 
 func (c *Client) Handoff(ctx context.Context, session string, req HandoffRequest) (*HandoffResponse, error) {
-	ensureID(&req.RequestID)
-	var out HandoffResponse
-	return &out, c.call(ctx, http.MethodPost, "/v1/sessions/"+url.PathEscape(session)+"/handoff", req, &out)
+	return writeCall[HandoffResponse](ctx, c, http.MethodPost, "/v1/sessions/"+url.PathEscape(session)+"/handoff", &req.RequestID, &req)
 }
 
 func (c *Client) Coherence(ctx context.Context) (*CoherenceJSON, error) {
-	var out CoherenceJSON
-	return &out, c.call(ctx, http.MethodGet, c.readPath("/v1/coherence", nil), nil, &out)
+	return readCall[CoherenceJSON](ctx, c, "/v1/coherence")
 }
 
 // ---- upgrades ----
 
 func (c *Client) SeedMembership(ctx context.Context, bundle string, req MembershipRequest) (*UpgradeSnapshotResponse, error) {
-	ensureID(&req.RequestID)
-	var out UpgradeSnapshotResponse
-	return &out, c.call(ctx, http.MethodPut, "/v1/upgrades/"+url.PathEscape(bundle)+"/membership", req, &out)
+	return writeCall[UpgradeSnapshotResponse](ctx, c, http.MethodPut, "/v1/upgrades/"+url.PathEscape(bundle)+"/membership", &req.RequestID, &req)
 }
 
 func (c *Client) ShowUpgrade(ctx context.Context, bundle string) (*UpgradeSnapshotJSON, error) {
-	var out UpgradeSnapshotJSON
-	return &out, c.call(ctx, http.MethodGet, c.readPath("/v1/upgrades/"+url.PathEscape(bundle), nil), nil, &out)
+	return readCall[UpgradeSnapshotJSON](ctx, c, "/v1/upgrades/"+url.PathEscape(bundle))
 }
 
 func (c *Client) ExecuteUpgrade(ctx context.Context, bundle string, req ExecuteUpgradeRequest) (*ExecuteUpgradeResponse, error) {
-	ensureID(&req.RequestID)
-	var out ExecuteUpgradeResponse
-	return &out, c.call(ctx, http.MethodPost, "/v1/upgrades/"+url.PathEscape(bundle)+"/execute", req, &out)
+	return writeCall[ExecuteUpgradeResponse](ctx, c, http.MethodPost, "/v1/upgrades/"+url.PathEscape(bundle)+"/execute", &req.RequestID, &req)
 }
 
 // ---- facts ----
@@ -455,14 +447,16 @@ func (c *Client) TransferLeadership(ctx context.Context, id string) (string, err
 	var out struct {
 		Leader string `json:"leader"`
 	}
-	return out.Leader, c.call(ctx, http.MethodPost, "/v1/cluster/transfer-leadership", NodeIDRequest{ID: id}, &out)
+	err := c.call(ctx, http.MethodPost, "/v1/cluster/transfer-leadership", NodeIDRequest{ID: id}, &out)
+	return out.Leader, err
 }
 
 func (c *Client) Snapshot(ctx context.Context) (uint64, error) {
 	var out struct {
 		Index uint64 `json:"index"`
 	}
-	return out.Index, c.call(ctx, http.MethodPost, "/v1/cluster/snapshot", struct{}{}, &out)
+	err := c.call(ctx, http.MethodPost, "/v1/cluster/snapshot", struct{}{}, &out)
+	return out.Index, err
 }
 
 func (c *Client) Digest(ctx context.Context) (*DigestJSON, error) {

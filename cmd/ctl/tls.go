@@ -162,8 +162,26 @@ type certRequest struct {
 	days int
 }
 
-func serial() (*big.Int, error) {
-	return rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 127))
+// newCertTemplate makes a fresh P-256 key and the part of a certificate
+// that CA, node and client certificates share: a random 127-bit serial, the
+// subject, validity from an hour ago (for clocks slightly behind) until
+// notAfter, and the key's id. Callers add usages and CA fields.
+func newCertTemplate(name string, notAfter time.Time) (*ecdsa.PrivateKey, *x509.Certificate, error) {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return nil, nil, err
+	}
+	sn, err := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 127))
+	if err != nil {
+		return nil, nil, err
+	}
+	return key, &x509.Certificate{
+		SerialNumber: sn,
+		Subject:      pkix.Name{CommonName: name, Organization: []string{"reconf"}},
+		NotBefore:    time.Now().Add(-time.Hour),
+		NotAfter:     notAfter,
+		SubjectKeyId: keyID(&key.PublicKey),
+	}, nil
 }
 
 func createCA(s *streams, dir, name string, days int) error {
@@ -174,26 +192,14 @@ func createCA(s *streams, dir, name string, days int) error {
 	if err := refuseExisting(certPath, keyPath); err != nil {
 		return err
 	}
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	key, tmpl, err := newCertTemplate(name, time.Now().AddDate(0, 0, days))
 	if err != nil {
 		return err
 	}
-	sn, err := serial()
-	if err != nil {
-		return err
-	}
-	now := time.Now()
-	tmpl := &x509.Certificate{
-		SerialNumber:          sn,
-		Subject:               pkix.Name{CommonName: name, Organization: []string{"reconf"}},
-		NotBefore:             now.Add(-time.Hour),
-		NotAfter:              now.AddDate(0, 0, days),
-		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageCRLSign | x509.KeyUsageDigitalSignature,
-		BasicConstraintsValid: true,
-		IsCA:                  true,
-		MaxPathLenZero:        true,
-		SubjectKeyId:          keyID(&key.PublicKey),
-	}
+	tmpl.KeyUsage = x509.KeyUsageCertSign | x509.KeyUsageCRLSign | x509.KeyUsageDigitalSignature
+	tmpl.BasicConstraintsValid = true
+	tmpl.IsCA = true
+	tmpl.MaxPathLenZero = true
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
 	if err != nil {
 		return err
@@ -224,29 +230,17 @@ func createCert(s *streams, dir, caPath, caKeyPath string, req certRequest) erro
 	if err := refuseExisting(certPath, keyPath); err != nil {
 		return err
 	}
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		return err
-	}
-	sn, err := serial()
-	if err != nil {
-		return err
-	}
-	now := time.Now()
-	notAfter := now.AddDate(0, 0, req.days)
+	notAfter := time.Now().AddDate(0, 0, req.days)
 	if notAfter.After(caCert.NotAfter) {
 		notAfter = caCert.NotAfter
 	}
-	tmpl := &x509.Certificate{
-		SerialNumber:   sn,
-		Subject:        pkix.Name{CommonName: req.name, Organization: []string{"reconf"}},
-		NotBefore:      now.Add(-time.Hour),
-		NotAfter:       notAfter,
-		KeyUsage:       x509.KeyUsageDigitalSignature,
-		ExtKeyUsage:    []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
-		SubjectKeyId:   keyID(&key.PublicKey),
-		AuthorityKeyId: caCert.SubjectKeyId,
+	key, tmpl, err := newCertTemplate(req.name, notAfter)
+	if err != nil {
+		return err
 	}
+	tmpl.KeyUsage = x509.KeyUsageDigitalSignature
+	tmpl.ExtKeyUsage = []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}
+	tmpl.AuthorityKeyId = caCert.SubjectKeyId
 	kind := "client"
 	if req.node {
 		kind = "node"
