@@ -8,11 +8,12 @@
 #   ROUNDS=3 DURATION=10s scripts/bench-calibrate.sh
 #   BEFORE_BIN=/path/to/old/bin scripts/bench-calibrate.sh   # also an older reconfd (bolt)
 #
-# Each round: the disk's fsync rate; the minimal hraftd-style KV server at
-# 64 clients and at 1; raw hashicorp/raft Apply with leader-side packing on
+# Each round: the disk's fsync rate; the HTTP-only ceiling (the KV server's
+# nodes answering without Raft, 64 clients); the minimal hraftd-style KV
+# server at 64 clients and at 1; raw hashicorp/raft Apply with leader-side packing on
 # bolt and wal (64 concurrent); then reconf on bolt and on wal, each on a
 # fresh cluster: delegations at 64 clients and at 1, linearizable reads at
-# 1, and the batch API (4 clients x 1000 delegations). JSON per run in $OUT,
+# 1 and 64, and the batch API (4 clients x 1000 delegations). JSON per run in $OUT,
 # a table (median over rounds) in $OUT/table.md.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -50,12 +51,14 @@ turn() { # label, bin dir, round, reconfd flags...
   reconf "$label-c64-r$r" --label "$label" --mix delegate=100 --concurrency 64 --duration "$DURATION"
   reconf "$label-c1-r$r" --label "$label" --mix delegate=100 --concurrency 1 --duration "$DURATION"
   reconf "$label-read-c1-r$r" --label "$label" --mix read=100 --concurrency 1 --duration "$DURATION"
+  reconf "$label-read-c64-r$r" --label "$label" --mix read=100 --concurrency 64 --duration "$DURATION"
   reconf "$label-batch-c4-r$r" --label "$label" --mix batch=1 --batch-size 1000 --concurrency 4 --duration "$DURATION"
   stop_cluster
 }
 
 for r in $(seq 1 "$ROUNDS"); do
   ref "fsync-r$r" fsync --dir "${TMPDIR:-/tmp}" --duration 3s
+  ref "ref-http-echo-c64-r$r" kv --echo --concurrency 64 --duration "$DURATION"
   ref "ref-kv-bolt-c64-r$r" kv --store bolt --concurrency 64 --duration "$DURATION"
   ref "ref-kv-bolt-c1-r$r" kv --store bolt --concurrency 1 --duration "$DURATION"
   ref "ref-raw-bolt-pack-r$r" raw --store bolt --pack --duration "$DURATION"

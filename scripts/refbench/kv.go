@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -41,6 +42,7 @@ closes).
 
 type kvResult struct {
 	Mode        string  `json:"mode"`
+	Echo        bool    `json:"echo,omitempty"`
 	Store       string  `json:"store"`
 	Concurrency int     `json:"concurrency"`
 	ValueBytes  int     `json:"value_bytes"`
@@ -76,6 +78,7 @@ func runKV(ctx context.Context, args []string) error {
 	dir := fs.String("dir", os.TempDir(), "parent of the temporary data dir (must be on the disk to measure)")
 	timeout := fs.Duration("raft-timeout", 500*time.Millisecond, "Raft heartbeat and election timeout of the nodes (leader lease: half)")
 	logLevel := fs.String("log-level", "error", "Raft log level of the nodes (into their log files): trace, debug, info, warn, error, off")
+	echo := fs.Bool("echo", false, "the nodes answer PUTs without Raft: the HTTP-only ceiling of this machine")
 	asJSON := fs.Bool("json", false, "print a JSON object instead of the human line")
 	if err := parseFlags(fs, args); err != nil {
 		return err
@@ -109,7 +112,7 @@ func runKV(ctx context.Context, args []string) error {
 	}
 	start := func(id string, bootstrap bool) (*child, error) {
 		c, err := startChild(ctx, exe, tmp, id, bootstrap,
-			"--store", *store, "--raft-timeout", timeout.String(), "--log-level", *logLevel)
+			"--store", *store, "--raft-timeout", timeout.String(), "--log-level", *logLevel, "--echo="+strconv.FormatBool(*echo))
 		if c != nil {
 			children = append(children, c)
 		}
@@ -205,7 +208,7 @@ func runKV(ctx context.Context, args []string) error {
 		}
 	}
 	r := kvResult{
-		Mode: "kv", Store: *store, Concurrency: *conc, ValueBytes: *valueBytes,
+		Mode: "kv", Echo: *echo, Store: *store, Concurrency: *conc, ValueBytes: *valueBytes,
 		Warmup: warmup.Seconds(), Duration: res.elapsed.Seconds(),
 		Ops: res.ops, Errors: res.errors, OpsPerSec: res.opsPerSec(), Latency: summarize(res.latencies),
 		Machine: m, DataDir: *dir,
@@ -213,8 +216,12 @@ func runKV(ctx context.Context, args []string) error {
 	if res.firstErr != nil {
 		r.FirstError = res.firstErr.Error()
 	}
-	human := fmt.Sprintf("kv store=%s concurrency=%d: %.0f writes/s, p50 %.2f ms, p90 %.2f ms, p99 %.2f ms (%d writes in %.1f s%s%s)",
-		*store, *conc, r.OpsPerSec, r.Latency.P50, r.Latency.P90, r.Latency.P99, r.Ops, r.Duration, errNote(res), loadNote(m))
+	mode := "kv"
+	if *echo {
+		mode = "kv --echo (no Raft)"
+	}
+	human := fmt.Sprintf("%s store=%s concurrency=%d: %.0f writes/s, p50 %.2f ms, p90 %.2f ms, p99 %.2f ms (%d writes in %.1f s%s%s)",
+		mode, *store, *conc, r.OpsPerSec, r.Latency.P50, r.Latency.P90, r.Latency.P99, r.Ops, r.Duration, errNote(res), loadNote(m))
 	return emit(*asJSON, r, human)
 }
 

@@ -133,6 +133,7 @@ type kvServer struct {
 	r    *raft.Raft
 	fsm  *kvFSM
 	self kvJoin
+	echo bool // answer PUTs without Raft (the HTTP-only ceiling)
 }
 
 func runKVNode(ctx context.Context, args []string) error {
@@ -145,6 +146,7 @@ func runKVNode(ctx context.Context, args []string) error {
 	bootstrap := fs.Bool("bootstrap", false, "bootstrap a one-node cluster of this node")
 	timeout := fs.Duration("raft-timeout", 500*time.Millisecond, "Raft heartbeat and election timeout (leader lease: half)")
 	logLevel := fs.String("log-level", "error", "Raft log level on stderr: trace, debug, info, warn, error, off")
+	echo := fs.Bool("echo", false, "answer PUT /key/{k} after decoding its body, without Raft or the map")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
@@ -184,7 +186,7 @@ func runKVNode(ctx context.Context, args []string) error {
 		return err
 	}
 	s := &kvServer{id: *id, r: n.raft, fsm: fsm,
-		self: kvJoin{ID: *id, Raft: string(n.transport.LocalAddr()), HTTP: ln.Addr().String()}}
+		self: kvJoin{ID: *id, Raft: string(n.transport.LocalAddr()), HTTP: ln.Addr().String()}, echo: *echo}
 	mux := http.NewServeMux()
 	mux.HandleFunc("PUT /key/{k}", s.put)
 	mux.HandleFunc("GET /key/{k}", s.get)
@@ -267,6 +269,12 @@ func (s *kvServer) put(w http.ResponseWriter, r *http.Request) {
 	}
 	if err := json.NewDecoder(io.LimitReader(r.Body, 1<<20)).Decode(&body); err != nil {
 		writeJSON(w, http.StatusBadRequest, errBody{"body: " + err.Error()})
+		return
+	}
+	if s.echo {
+		writeJSON(w, http.StatusOK, struct {
+			Index uint64 `json:"index"`
+		}{0})
 		return
 	}
 	s.apply(w, r, kvCommand{Op: "set", Key: r.PathValue("k"), Value: body.Value})
