@@ -19,8 +19,10 @@ func (s *State) Apply(index uint64, cmd Command) Result {
 	if err := CheckRequestID(cmd.RequestID); err != nil {
 		return Result{Index: index, Err: err}
 	}
+	var hash uint64
 	if cmd.RequestID != "" {
-		if e, ok := s.requests.Get(requestEntry{id: cmd.RequestID}); ok {
+		hash = requestHash(cmd.RequestID)
+		if e, ok := s.lookupRequest(cmd.RequestID, hash); ok {
 			r := *e.result
 			r.Deduped = true
 			return r
@@ -29,19 +31,20 @@ func (s *State) Apply(index uint64, cmd Command) Result {
 	r := s.apply(index, cmd.Op)
 	r.Index = index
 	if cmd.RequestID != "" {
-		s.remember(cmd.RequestID, r)
+		s.rememberHashed(cmd.RequestID, hash, r)
 	}
 	return r
 }
 
-func (s *State) remember(id string, r Result) {
+// remember stores id's result in the request-id table.
+func (s *State) remember(id string, r Result) { s.rememberHashed(id, requestHash(id), r) }
+
+// rememberHashed is remember for a caller that has requestHash(id) already.
+func (s *State) rememberHashed(id string, hash uint64, r Result) {
 	s.requestSeq++
-	e := requestEntry{id: id, seq: s.requestSeq, result: &r}
-	s.requests.ReplaceOrInsert(e)
-	s.requestLRU.ReplaceOrInsert(e)
+	s.addRequest(requestEntry{id: id, seq: s.requestSeq, result: &r, hash: hash})
 	for s.requests.Len() > MaxRequestIDs {
-		oldest, _ := s.requestLRU.DeleteMin()
-		s.requests.Delete(oldest)
+		s.forgetOldestRequest()
 	}
 }
 
@@ -94,7 +97,7 @@ func (s *State) registerBundle(op *RegisterBundle) Result {
 			DelegatedOut:  sortedSessions(in.Footprint.DelegatedOut),
 		},
 	}
-	s.bundles.ReplaceOrInsert(bundleEntry{bundle: b, upgrade: &UpgradeSnapshot{}})
+	s.bundles.ReplaceOrInsert(newBundleEntry(b, &UpgradeSnapshot{}))
 	return Result{Bundle: b}
 }
 
@@ -138,24 +141,37 @@ func (s *State) linkBundles(op *LinkBundles) Result {
 	if err := Check(&RegisterBundle{Bundle: *linked}); err != nil {
 		return wrap(err)
 	}
-	s.bundles.ReplaceOrInsert(bundleEntry{bundle: linked, upgrade: &UpgradeSnapshot{}})
+	s.bundles.ReplaceOrInsert(newBundleEntry(linked, &UpgradeSnapshot{}))
 	return Result{Bundle: linked}
 }
 
 func (s *State) extendFootprint(op *ExtendFootprint) {
-	prev := s.holdersOf(op.Session)
-	s.setHolders(op.Session, prev, withClass(prev, op.Session, op.Authority, op.Class))
+	var buf holderBuf
+	prev, next := s.readHolders(&buf, op.Session)
+	s.setHolders(op.Session, prev, setClass(next, op.Session, op.Authority, op.Class))
 }
 
 func (s *State) removeFootprint(op *RemoveFootprint) {
 	if !s.authorities.Has(op.Authority) {
 		return // upstream: an unknown authority is left alone
 	}
-	prev := s.holdersOf(op.Session)
+	var buf holderBuf
+	prev, next := s.readHolders(&buf, op.Session)
 	if classIn(prev, op.Authority) == 0 {
 		return
 	}
-	s.setHolders(op.Session, prev, withClass(prev, op.Session, op.Authority, 0))
+	s.setHolders(op.Session, prev, setClass(next, op.Session, op.Authority, 0))
+}
+
+// readHolders reads sess's holders into buf (or the heap, if they do not
+// fit) and returns them twice: prev, and next, a copy the caller owns and
+// may change with setClass. prev is clipped, so next never writes into it.
+func (s *State) readHolders(buf *holderBuf, sess SessionID) (prev, next []holderItem) {
+	held := s.appendHolders(buf[:0], sess)
+	n := len(held)
+	prev = held[:n:n]
+	next = append(held[n:], prev...)
+	return prev, next
 }
 
 // delegationPlan is a delegation computed in full against the current state
@@ -165,131 +181,147 @@ type delegationPlan struct {
 	context  ContextID
 	boundary LinkBoundary
 	scope    Scope
-	prev     []holderItem
-	next     []holderItem
+	entry    bundleEntry      // the bundle's entry; set with an upgrade request
 	upgrade  *UpgradeSnapshot // nil without an upgrade request
 	exec     *Execution
 }
 
+// holderChange is a plan's change to the session's holders. It travels
+// apart from delegationPlan so that its lists, which nothing keeps, can live
+// in the caller's stack frame.
+type holderChange struct {
+	prev, next []holderItem
+}
+
+// holderBuf is room for a usual holderChange: a session has one to three
+// holders.
+type holderBuf [8]holderItem
+
 // resolveBoundary is upstream's resolve_delegation_boundary plus
-// validate_link_boundary (domain section 4, step 5).
+// validate_link_boundary (domain section 4, step 5). The boundary it returns
+// may share its slices with the stored bundle or the command: read only.
 func (s *State) resolveBoundary(d *Delegation) (LinkBoundary, Scope, *Error) {
-	bundle, ok := s.Bundle(d.BundleID)
+	e, ok := s.lookupBundle(d.BundleID)
 	if !ok {
 		return LinkBoundary{}, Scope{}, errorf(CodeBundleNotRegistered, "delegation requires pre-registered bundle `%s`", d.BundleID)
 	}
-	boundary := BoundaryForBundle(bundle)
+	var boundary LinkBoundary
 	if d.LinkBoundary != nil {
 		boundary = *d.LinkBoundary
+	} else {
+		boundary = e.linkBoundary()
 	}
 	scope := boundary.Scope // the builders' default: the boundary's own scope
 	if d.Scope != nil {
 		scope = *d.Scope
 	}
-	prefix := "delegation for session " + d.Session.String() + " rejected link boundary for bundle `" + d.BundleID + "`: "
 	if boundary.BundleID != d.BundleID {
 		shown := "None"
 		if boundary.BundleID != "" {
 			shown = "Some(" + debugQuote(boundary.BundleID) + ")"
 		}
 		return boundary, scope, errorf(CodeInvalidLinkBoundary, "%slink boundary bundle %s does not match transfer bundle `%s` for session %s",
-			prefix, shown, d.BundleID, d.Session)
+			boundaryErrorPrefix(d), shown, d.BundleID, d.Session)
 	}
 	if !boundary.Scope.Equal(scope) {
 		return boundary, scope, errorf(CodeInvalidLinkBoundary, "%slink boundary scope %s does not match capability scope %s for bundle `%s` and session %s",
-			prefix, boundary.Scope, scope, d.BundleID, d.Session)
+			boundaryErrorPrefix(d), boundary.Scope, scope, d.BundleID, d.Session)
 	}
 	return boundary, scope, nil
+}
+
+// boundaryErrorPrefix starts resolveBoundary's rejections; it is built only
+// when there is one.
+func boundaryErrorPrefix(d *Delegation) string {
+	return "delegation for session " + d.Session.String() + " rejected link boundary for bundle `" + d.BundleID + "`: "
 }
 
 // planDelegation runs the controller's delegate and the optional runtime
 // upgrade against the state without changing it (domain 3.6 and section 4,
 // step 6). Gate and boundary are checked by the caller.
-func (s *State) planDelegation(d *Delegation, boundary LinkBoundary, scope Scope) (*delegationPlan, *Error) {
+func (s *State) planDelegation(d *Delegation, boundary LinkBoundary, scope Scope, buf *holderBuf) (delegationPlan, holderChange, *Error) {
 	wrap := func(err *Error) *Error {
 		return err.wrap("session delegation failed for session %s: ", d.Session)
 	}
-	prev := s.holdersOf(d.Session)
+	prev, next := s.readHolders(buf, d.Session)
 	fromClass := classIn(prev, d.From)
 	if fromClass == 0 {
-		return nil, wrap(errorf(CodeSessionNotOwned, "session %s not owned by authority %s", d.Session, d.From))
+		return delegationPlan{}, holderChange{}, wrap(errorf(CodeSessionNotOwned, "session %s not owned by authority %s", d.Session, d.From))
 	}
-	next := prev
 	if fromClass == DelegatedIn {
 		// Chain clearing: only the latest hop keeps its out-record.
-		next = next[:0:0]
-		for _, h := range prev {
-			if h.class != DelegatedOut || h.auth == d.From {
-				next = append(next, h)
-			}
-		}
+		next = slices.DeleteFunc(next, func(h holderItem) bool { return h.class == DelegatedOut && h.auth != d.From })
 	}
-	next = withClass(next, d.Session, d.From, DelegatedOut)
-	next = withClass(next, d.Session, d.To, DelegatedIn)
+	next = setClass(next, d.Session, d.From, DelegatedOut)
+	next = setClass(next, d.Session, d.To, DelegatedIn)
 	if msgs := s.coherenceWith(d.Session, next); len(msgs) > 0 {
-		return nil, wrap(errorf(CodeCoherenceViolation, "reconfiguration coherence violation: %s", strings.Join(msgs, "; ")))
+		return delegationPlan{}, holderChange{}, wrap(errorf(CodeCoherenceViolation, "reconfiguration coherence violation: %s", strings.Join(msgs, "; ")))
 	}
-	p := &delegationPlan{d: d, boundary: boundary, scope: scope, prev: prev, next: next}
+	p := delegationPlan{d: d, boundary: boundary, scope: scope}
 	p.context = DefaultContextForAuthority(d.From)
 	if d.Context != nil {
 		p.context = *d.Context
 	}
 	if d.UpgradeRequest != nil {
-		e, _ := s.bundles.Get(bundleEntry{bundle: &Bundle{ID: d.BundleID}})
-		up, exec, err := planUpgrade(d.BundleID, e.upgrade, d.UpgradeRequest)
+		p.entry, _ = s.lookupBundle(d.BundleID)
+		up, exec, err := planUpgrade(d.BundleID, p.entry.upgrade, d.UpgradeRequest)
 		if err != nil {
-			return nil, err
+			return delegationPlan{}, holderChange{}, err
 		}
 		p.upgrade, p.exec = up, exec
 	}
-	return p, nil
+	return p, holderChange{prev: prev, next: next}, nil
 }
 
 // commitDelegation applies a plan: footprints, upgrade snapshot and audit
 // fact together.
-func (s *State) commitDelegation(index uint64, p *delegationPlan) *Outcome {
+func (s *State) commitDelegation(index uint64, p *delegationPlan, hc holderChange) *Outcome {
 	d := p.d
-	fromBefore, toBefore := s.footprintOf(d.From), s.footprintOf(d.To)
-	s.setHolders(d.Session, p.prev, p.next)
-	if p.upgrade != nil {
-		e, _ := s.bundles.Get(bundleEntry{bundle: &Bundle{ID: d.BundleID}})
-		s.bundles.ReplaceOrInsert(bundleEntry{bundle: e.bundle, upgrade: p.upgrade})
+	// The after-footprints differ from the before-footprints only in this
+	// session, so derive them rather than walk the trees again.
+	fromBefore, fromAfter, toBefore, toAfter := s.receiptFootprints(d.From, d.To, d.Session, classIn(hc.next, d.From), classIn(hc.next, d.To))
+	// An authority with a footprint is in the authorities tree.
+	var listed *AuthorityID
+	if toBefore.Native != nil || toBefore.DelegatedIn != nil || toBefore.DelegatedOut != nil {
+		listed = &d.To
 	}
-	fact := Fact{
-		Seq:             uint64(len(s.facts)) + 1,
+	s.setHoldersListed(d.Session, hc.prev, hc.next, listed)
+	if p.upgrade != nil {
+		e := p.entry
+		e.upgrade = p.upgrade
+		s.bundles.ReplaceOrInsert(e)
+	}
+	// The boundary's bundle id equals d.BundleID (resolveBoundary checked)
+	// and is usually the stored bundle's own string: the fact, which is
+	// kept for good, then holds no copy of the command's.
+	bundleID := p.boundary.BundleID
+	out := &Outcome{
+		Receipt: Receipt{
+			Session: d.Session, From: d.From, To: d.To, BundleID: bundleID,
+			FromBefore: fromBefore, FromAfter: fromAfter, ToBefore: toBefore, ToAfter: toAfter,
+			DelegatedAtMillis: d.AtMillis,
+		},
+		Witness: Witness{
+			Context: p.context, Session: d.Session, From: d.From, To: d.To, BundleID: bundleID,
+			LinkBoundary: p.boundary,
+			Scope:        p.scope,
+			// Shared with the boundary: results are read only.
+			MovedFragments:   p.boundary.FragmentKeys,
+			UpgradeRequest:   d.UpgradeRequest,
+			UpgradeSnapshot:  p.upgrade,
+			UpgradeExecution: p.exec,
+		},
+	}
+	out.FactSeq = s.appendFact(Fact{
 		Index:           index,
 		Context:         p.context,
 		Session:         d.Session,
 		From:            d.From,
 		To:              d.To,
-		BundleID:        d.BundleID,
+		BundleID:        bundleID,
 		TimestampMillis: d.AtMillis,
-	}
-	s.facts = append(s.facts, fact)
-	// The after-footprints differ from the before-footprints only in this
-	// session, so derive them rather than walk the trees again.
-	fromAfter := withSessionClass(fromBefore, d.Session, classIn(p.next, d.From))
-	toAfter := fromAfter
-	if d.To != d.From {
-		toAfter = withSessionClass(toBefore, d.Session, classIn(p.next, d.To))
-	}
-	return &Outcome{
-		Receipt: Receipt{
-			Session: d.Session, From: d.From, To: d.To, BundleID: d.BundleID,
-			FromBefore: fromBefore, FromAfter: fromAfter, ToBefore: toBefore, ToAfter: toAfter,
-			DelegatedAtMillis: d.AtMillis,
-		},
-		Witness: Witness{
-			Context: p.context, Session: d.Session, From: d.From, To: d.To, BundleID: d.BundleID,
-			LinkBoundary:     p.boundary,
-			Scope:            p.scope,
-			MovedFragments:   slices.Clone(p.boundary.FragmentKeys),
-			UpgradeRequest:   d.UpgradeRequest,
-			UpgradeSnapshot:  p.upgrade,
-			UpgradeExecution: p.exec,
-		},
-		FactSeq: fact.Seq,
-	}
+	})
+	return out
 }
 
 // delegate is the manager's delegate_session as one command (domain 9.1):
@@ -302,11 +334,12 @@ func (s *State) delegate(index uint64, op *Delegate) Result {
 	if err != nil {
 		return Result{Err: err}
 	}
-	plan, err := s.planDelegation(&op.Delegation, boundary, scope)
+	var buf holderBuf
+	plan, hc, err := s.planDelegation(&op.Delegation, boundary, scope, &buf)
 	if err != nil {
 		return Result{Err: err}
 	}
-	return Result{Outcome: s.commitDelegation(index, plan)}
+	return Result{Outcome: s.commitDelegation(index, &plan, hc)}
 }
 
 func (s *State) openSession(op *OpenSession) Result {
@@ -369,7 +402,8 @@ func (s *State) handoff(index uint64, op *Handoff) Result {
 	}
 	// Upstream delegates with transfer.with_link_boundary(boundary): the
 	// scope becomes the boundary's, whatever the transfer said.
-	plan, err := s.planDelegation(t, boundary, boundary.Scope)
+	var buf holderBuf
+	plan, hc, err := s.planDelegation(t, boundary, boundary.Scope, &buf)
 	if err != nil {
 		return live(err)
 	}
@@ -387,7 +421,7 @@ func (s *State) handoff(index uint64, op *Handoff) Result {
 	for i, f := range cur.Fragments {
 		next.Fragments[i] = FragmentOwner{Key: f.Key, Owner: op.NextOwnerLabel}
 	}
-	out := s.commitDelegation(index, plan)
+	out := s.commitDelegation(index, &plan, hc)
 	s.live.ReplaceOrInsert(next)
 	out.Witness.OwnershipReceipt = &OwnershipReceipt{
 		Session:        cur.Session,
@@ -402,7 +436,7 @@ func (s *State) handoff(index uint64, op *Handoff) Result {
 }
 
 func (s *State) seedMembership(op *SeedMembership) Result {
-	e, ok := s.bundles.Get(bundleEntry{bundle: &Bundle{ID: op.BundleID}})
+	e, ok := s.lookupBundle(op.BundleID)
 	if !ok {
 		return Result{Err: errorf(CodeBundleNotFound, "runtime upgrade for bundle `%s` failed: bundle not found: %s", op.BundleID, op.BundleID)}
 	}
@@ -411,7 +445,8 @@ func (s *State) seedMembership(op *SeedMembership) Result {
 		return Result{Err: invalidUpgrade(op.BundleID, "active membership may not be empty")}
 	}
 	up := &UpgradeSnapshot{ActiveMembers: members}
-	s.bundles.ReplaceOrInsert(bundleEntry{bundle: e.bundle, upgrade: up})
+	e.upgrade = up
+	s.bundles.ReplaceOrInsert(e)
 	return Result{Upgrade: up}
 }
 
@@ -419,7 +454,7 @@ func (s *State) executeUpgrade(op *ExecuteUpgrade) Result {
 	if !s.reconfiguration {
 		return Result{Err: missingCapability("runtime upgrade")}
 	}
-	e, ok := s.bundles.Get(bundleEntry{bundle: &Bundle{ID: op.BundleID}})
+	e, ok := s.lookupBundle(op.BundleID)
 	if !ok {
 		return Result{Err: errorf(CodeBundleNotFound, "runtime upgrade for bundle `%s` failed: bundle not found: %s", op.BundleID, op.BundleID)}
 	}
@@ -427,7 +462,8 @@ func (s *State) executeUpgrade(op *ExecuteUpgrade) Result {
 	if err != nil {
 		return Result{Err: err}
 	}
-	s.bundles.ReplaceOrInsert(bundleEntry{bundle: e.bundle, upgrade: up})
+	e.upgrade = up
+	s.bundles.ReplaceOrInsert(e)
 	// The result carries the epoch and members, not the history: results are
 	// kept for request-id retries, and a history in each would make the
 	// request table grow with the square of the upgrades.

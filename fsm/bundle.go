@@ -80,16 +80,29 @@ func (f Footprint) list(c Class) []SessionID {
 }
 
 // withSessionClass returns a copy of f with sess in class c (0: in none).
-func withSessionClass(f Footprint, sess SessionID, c Class) Footprint {
+// The lists that change are carved out of buf (see carve), the others are
+// shared with f; it returns the rest of buf. A list that changes is never
+// nil, even when it loses its only session. buf needs room for at most
+// len(f's lists)+1 sessions.
+func withSessionClass(f Footprint, sess SessionID, c Class, buf []SessionID) (Footprint, []SessionID) {
 	out := Footprint{SchemaVersion: f.SchemaVersion}
-	for _, cl := range []Class{Native, DelegatedIn, DelegatedOut} {
+	for _, cl := range [...]Class{Native, DelegatedIn, DelegatedOut} {
 		list := f.list(cl)
 		i, found := slices.BinarySearchFunc(list, sess, compareSession)
 		switch {
 		case cl == c && !found:
-			list = slices.Insert(slices.Clip(list), i, sess)
+			var nl []SessionID
+			nl, buf = carve(buf, len(list)+1)
+			copy(nl, list[:i])
+			nl[i] = sess
+			copy(nl[i+1:], list[i:])
+			list = nl
 		case cl != c && found:
-			list = slices.Delete(slices.Clone(list), i, i+1)
+			var nl []SessionID
+			nl, buf = carve(buf, len(list)-1)
+			copy(nl, list[:i])
+			copy(nl[i:], list[i+1:])
+			list = nl
 		}
 		switch cl {
 		case Native:
@@ -100,7 +113,7 @@ func withSessionClass(f Footprint, sess SessionID, c Class) Footprint {
 			out.DelegatedOut = list
 		}
 	}
-	return out
+	return out, buf
 }
 
 // AllSessions is the sorted union of the three classes.

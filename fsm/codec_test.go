@@ -635,9 +635,7 @@ func TestCodecRestoreValidatesContent(t *testing.T) {
 			s.footprints.ReplaceOrInsert(footprintItem{auth: rcAuth(1), sess: rcSess(1), class: 9})
 		}},
 		{"request_seq_ahead", func(s *State) {
-			e := requestEntry{id: "r", seq: s.requestSeq + 1, result: &Result{}}
-			s.requests.ReplaceOrInsert(e)
-			s.requestLRU.ReplaceOrInsert(e)
+			s.addRequest(newRequestEntry("r", s.requestSeq+1, &Result{}))
 		}},
 	}
 	for _, tc := range cases {

@@ -1,6 +1,9 @@
 package fsm
 
-import "fmt"
+import (
+	"fmt"
+	"slices"
+)
 
 // violations is upstream's coherence check restricted to one session, given
 // every authority that holds it (domain 3.7). Rule order: single active
@@ -35,8 +38,8 @@ func coherent(holders []holderItem) bool {
 // delegated-in holders and delegated-out holders. Within one footprint a
 // session has one class, so each authority counts once.
 func countHolders(holders []holderItem) (active, in, out int) {
-	for _, h := range holders {
-		switch h.class {
+	for i := range holders {
+		switch holders[i].class {
 		case Native:
 			active++
 		case DelegatedIn:
@@ -81,6 +84,12 @@ func (s *State) coherenceWith(sess SessionID, candidate []holderItem) []string {
 // setHolders replaces sess's holders with next, keeping the footprint tree,
 // the per-session index and the violation set in step.
 func (s *State) setHolders(sess SessionID, prev, next []holderItem) {
+	s.setHoldersListed(sess, prev, next, nil)
+}
+
+// setHoldersListed is setHolders for a caller that knows listed (if not nil)
+// is in the authorities tree already, which saves looking it up.
+func (s *State) setHoldersListed(sess SessionID, prev, next []holderItem, listed *AuthorityID) {
 	for _, h := range prev {
 		if classIn(next, h.auth) == 0 {
 			s.holders.Delete(h)
@@ -92,13 +101,17 @@ func (s *State) setHolders(sess SessionID, prev, next []holderItem) {
 		case h.class:
 			continue
 		case 0:
-			s.authorities.ReplaceOrInsert(h.auth) // a footprint outlives its sessions
+			if (listed == nil || h.auth != *listed) && !s.authorities.Has(h.auth) {
+				s.authorities.ReplaceOrInsert(h.auth) // a footprint outlives its sessions
+			}
 		}
 		s.holders.ReplaceOrInsert(h)
 		s.footprints.ReplaceOrInsert(footprintItem{auth: h.auth, sess: sess, class: h.class})
 	}
 	if coherent(next) {
-		s.violating.Delete(sess)
+		if s.violating.Has(sess) {
+			s.violating.Delete(sess)
+		}
 	} else {
 		s.violating.ReplaceOrInsert(sess)
 	}
@@ -106,38 +119,25 @@ func (s *State) setHolders(sess SessionID, prev, next []holderItem) {
 
 // classIn returns the class auth holds in a holder list, 0 if none.
 func classIn(holders []holderItem, auth AuthorityID) Class {
-	for _, h := range holders {
-		if h.auth == auth {
-			return h.class
+	for i := range holders {
+		if holders[i].auth == auth { // by index: no copy of each item
+			return holders[i].class
 		}
 	}
 	return 0
 }
 
-// withClass returns a copy of holders with auth set to class (0 removes it),
-// kept in authority order.
-func withClass(holders []holderItem, sess SessionID, auth AuthorityID, class Class) []holderItem {
-	out := make([]holderItem, 0, len(holders)+1)
-	inserted := false
-	for _, h := range holders {
-		switch c := compareAuthority(h.auth, auth); {
-		case c < 0:
-			out = append(out, h)
-		case c == 0:
-			if class != 0 {
-				out = append(out, holderItem{sess: sess, auth: auth, class: class})
-			}
-			inserted = true
-		default:
-			if !inserted && class != 0 {
-				out = append(out, holderItem{sess: sess, auth: auth, class: class})
-			}
-			inserted = true
-			out = append(out, h)
-		}
+// setClass sets auth to class (0 removes it) in holders, a list in
+// authority order that the caller owns, and returns the list.
+func setClass(holders []holderItem, sess SessionID, auth AuthorityID, class Class) []holderItem {
+	i, found := slices.BinarySearchFunc(holders, auth, func(h holderItem, a AuthorityID) int { return compareAuthority(h.auth, a) })
+	switch {
+	case found && class != 0:
+		holders[i].class = class
+	case found:
+		holders = slices.Delete(holders, i, i+1)
+	case class != 0:
+		holders = slices.Insert(holders, i, holderItem{sess: sess, auth: auth, class: class})
 	}
-	if !inserted && class != 0 {
-		out = append(out, holderItem{sess: sess, auth: auth, class: class})
-	}
-	return out
+	return holders
 }

@@ -118,11 +118,11 @@ func compareSession(a, b SessionID) int     { return compareUUID(UUID(a), UUID(b
 // name-based UUID (RFC 9562 version 8, SHA-256 over a fixed domain tag and the
 // authority's 16 bytes). Every replica derives the same context.
 func DefaultContextForAuthority(a AuthorityID) ContextID {
-	h := sha256.New()
-	h.Write([]byte("reconf.default-context.v1\x00"))
-	h.Write(a[:])
-	var sum [sha256.Size]byte
-	h.Sum(sum[:0])
+	const tag = "reconf.default-context.v1\x00"
+	var msg [len(tag) + len(a)]byte
+	copy(msg[:], tag)
+	copy(msg[len(tag):], a[:])
+	sum := sha256.Sum256(msg[:])
 	var c ContextID
 	copy(c[:], sum[:16])
 	c[6] = (c[6] & 0x0f) | 0x80 // version 8

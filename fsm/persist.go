@@ -140,15 +140,13 @@ func (s *State) writeSection(name string, rw *recordWriter, digest bool) {
 		})
 	case "facts":
 		batch(rw, func(each func() bool) {
-			for i := range s.facts {
-				e.fact(&s.facts[i])
-				if !each() {
-					return
-				}
-			}
+			s.eachFact(func(f *Fact) bool {
+				e.fact(f)
+				return each()
+			})
 		})
 	case "requests":
-		s.requestLRU.Ascend(func(r requestEntry) bool {
+		s.requestQ.each(func(r *requestEntry) bool {
 			e.str(r.id)
 			e.uvarint(r.seq)
 			e.result(r.result)
@@ -330,7 +328,7 @@ func (s *State) readSection(name string, br *bufio.Reader, pending map[string]in
 			if err := checkStoredBundle(b, up); err != nil {
 				return fmt.Errorf("bundle %q: %v", b.ID, err)
 			}
-			s.bundles.ReplaceOrInsert(bundleEntry{bundle: b, upgrade: up})
+			s.bundles.ReplaceOrInsert(newBundleEntry(b, up))
 			return nil
 		})
 	case "upgrades":
@@ -340,7 +338,7 @@ func (s *State) readSection(name string, br *bufio.Reader, pending map[string]in
 			if d.err != nil {
 				return d.err
 			}
-			e, ok := s.bundles.Get(bundleEntry{bundle: &Bundle{ID: id}})
+			e, ok := s.lookupBundle(id)
 			switch {
 			case !ok:
 				return fmt.Errorf("execution for unknown bundle %q", id)
@@ -419,17 +417,18 @@ func (s *State) readSection(name string, br *bufio.Reader, pending map[string]in
 		return readRecords(br, func(d *decoder) error {
 			return untilEnd(d, func() error {
 				f := d.fact()
-				if d.err == nil && f.Seq != uint64(len(s.facts))+1 {
-					return fmt.Errorf("fact sequence %d where %d was expected", f.Seq, len(s.facts)+1)
+				if d.err == nil && f.Seq != uint64(s.factCount())+1 {
+					return fmt.Errorf("fact sequence %d where %d was expected", f.Seq, s.factCount()+1)
 				}
-				s.facts = append(s.facts, f)
+				s.appendFact(f)
 				return nil
 			})
 		})
 	case "requests":
 		var last uint64
 		return readRecords(br, func(d *decoder) error {
-			e := requestEntry{id: d.str(), seq: d.uvarint(), result: d.result()}
+			id, seq, result := d.str(), d.uvarint(), d.result()
+			e := newRequestEntry(id, seq, result)
 			if d.err != nil {
 				return d.err
 			}
@@ -438,14 +437,13 @@ func (s *State) readSection(name string, br *bufio.Reader, pending map[string]in
 				return fmt.Errorf("request %q has sequence %d out of order", e.id, e.seq)
 			case CheckRequestID(e.id) != nil || e.id == "":
 				return fmt.Errorf("invalid request id %q", e.id)
-			case s.requests.Has(e):
+			case s.hasRequest(e.id, e.hash):
 				return fmt.Errorf("request id %q appears twice", e.id)
 			case s.requests.Len() >= MaxRequestIDs:
 				return fmt.Errorf("more than %d request ids", MaxRequestIDs)
 			}
 			last = e.seq
-			s.requests.ReplaceOrInsert(e)
-			s.requestLRU.ReplaceOrInsert(e)
+			s.addRequest(e)
 			return nil
 		})
 	}

@@ -36,7 +36,24 @@ func FragmentScope(keys ...string) Scope {
 // from a command may list its fragments in any order, with repeats, so they
 // are compared as sets.
 func (s Scope) Equal(o Scope) bool {
-	return s.Kind == o.Kind && slices.Equal(sortedSet(s.Fragments), sortedSet(o.Fragments))
+	if s.Kind != o.Kind {
+		return false
+	}
+	if isSortedSet(s.Fragments) && isSortedSet(o.Fragments) {
+		return slices.Equal(s.Fragments, o.Fragments) // the usual case: no copies
+	}
+	return slices.Equal(sortedSet(s.Fragments), sortedSet(o.Fragments))
+}
+
+// isSortedSet reports whether keys is strictly increasing: what sortedSet
+// would return, up to nil for empty.
+func isSortedSet(keys []string) bool {
+	for i := 1; i < len(keys); i++ {
+		if keys[i-1] >= keys[i] {
+			return false
+		}
+	}
+	return true
 }
 
 // String renders the scope the way upstream's Debug output reads, for error

@@ -15,8 +15,9 @@ const btreeDegree = 32
 
 // State is the whole replicated controller: the pure, deterministic state
 // machine. It is not safe for concurrent use; the raft adapter serialises
-// access. Every collection is a copy-on-write B-tree, so Clone is O(1) and a
-// clone stays a stable point-in-time view while the original moves on.
+// access. Every collection is a copy-on-write B-tree or an append-only
+// chunked list whose chunks a clone shares, so Clone is O(1) and a clone
+// stays a stable point-in-time view while the original moves on.
 //
 // Stored values (bundles, upgrade snapshots, live sessions, results) are
 // immutable once stored: a change stores a new value. That is what makes the
@@ -28,9 +29,15 @@ type State struct {
 	holders     *btree.BTreeG[holderItem]    // (session, authority) → class: the per-session index
 	violating   *btree.BTreeG[SessionID]     // sessions whose holders break a coherence rule
 	live        *btree.BTreeG[*LiveSession]
-	requests    *btree.BTreeG[requestEntry] // by id
-	requestLRU  *btree.BTreeG[requestEntry] // by seq, for deterministic expiry
-	facts       []Fact                      // append-only; facts[i].Seq == i+1
+	requests    *btree.BTreeG[requestKey] // the request-id table's lookup index
+	requestQ    requestQueue              // its entries, in seq order, for deterministic expiry
+	// The audit journal, append-only: factChunks then facts, in sequence
+	// order (fact i, counting from 0, has Seq i+1). Every chunk holds
+	// factChunk facts and is never written again, so clones share them and
+	// a growing journal is never copied whole; facts is the newest, partial
+	// chunk.
+	factChunks [][]Fact
+	facts      []Fact
 
 	requestSeq      uint64
 	reconfiguration bool
@@ -40,6 +47,34 @@ type State struct {
 type bundleEntry struct {
 	bundle  *Bundle
 	upgrade *UpgradeSnapshot
+	// boundary is BoundaryForBundle(bundle), computed once when the bundle
+	// is stored (bundles never change). nil: compute it on use.
+	boundary *LinkBoundary
+	// key is the id of a lookup key, which has no bundle: a Get then needs
+	// no allocation. Stored entries leave it empty.
+	key string
+}
+
+// newBundleEntry is the stored form of a bundle and its upgrade snapshot.
+func newBundleEntry(b *Bundle, up *UpgradeSnapshot) bundleEntry {
+	boundary := BoundaryForBundle(b)
+	return bundleEntry{bundle: b, upgrade: up, boundary: &boundary}
+}
+
+func (e bundleEntry) id() string {
+	if e.bundle == nil {
+		return e.key
+	}
+	return e.bundle.ID
+}
+
+// linkBoundary is the bundle's BoundaryForBundle. The result shares its
+// slices with the stored entry: like every stored value, it is read only.
+func (e bundleEntry) linkBoundary() LinkBoundary {
+	if e.boundary != nil {
+		return *e.boundary
+	}
+	return BoundaryForBundle(e.bundle)
 }
 
 type footprintItem struct {
@@ -58,14 +93,78 @@ type requestEntry struct {
 	id     string
 	seq    uint64
 	result *Result
+	hash   uint64 // requestHash(id)
 }
 
-func lessBundle(a, b bundleEntry) bool      { return a.bundle.ID < b.bundle.ID }
-func lessAuthority(a, b AuthorityID) bool   { return compareAuthority(a, b) < 0 }
-func lessSession(a, b SessionID) bool       { return compareSession(a, b) < 0 }
-func lessLive(a, b *LiveSession) bool       { return compareSession(a.Session, b.Session) < 0 }
-func lessRequestID(a, b requestEntry) bool  { return a.id < b.id }
-func lessRequestSeq(a, b requestEntry) bool { return a.seq < b.seq }
+// requestKey is a request id's entry in the lookup index: the id's hash and
+// the entry's slot in requestQ. Ordering by a hash held in the index's own
+// nodes, and not by the ids, spares a lookup a pointer chase to every id it
+// compares, and the index holds no pointers for the garbage collector to
+// scan. The hash never leaves the process: only the index's shape depends
+// on it, and no output depends on that.
+type requestKey struct {
+	hash, slot uint64
+}
+
+// newRequestEntry is the table entry remembering result for id.
+func newRequestEntry(id string, seq uint64, result *Result) requestEntry {
+	return requestEntry{id: id, seq: seq, result: result, hash: requestHash(id)}
+}
+
+// requestHash is 64-bit FNV-1a: deterministic, so every replica (and every
+// run) builds the same index.
+func requestHash(id string) uint64 {
+	h := uint64(14695981039346656037)
+	for i := 0; i < len(id); i++ {
+		h ^= uint64(id[i])
+		h *= 1099511628211
+	}
+	return h
+}
+
+// lookupRequest finds id's entry in the request-id table; hash is
+// requestHash(id). Ids that share a hash are told apart by their entries.
+func (s *State) lookupRequest(id string, hash uint64) (found requestEntry, ok bool) {
+	s.requests.AscendGreaterOrEqual(requestKey{hash: hash}, func(k requestKey) bool {
+		if k.hash != hash {
+			return false
+		}
+		if e := s.requestQ.at(k.slot); e.id == id {
+			found, ok = *e, true
+			return false
+		}
+		return true
+	})
+	return found, ok
+}
+
+// hasRequest reports whether id is in the request-id table.
+func (s *State) hasRequest(id string, hash uint64) bool {
+	_, ok := s.lookupRequest(id, hash)
+	return ok
+}
+
+// addRequest stores e, newer than every entry, in the request-id table.
+func (s *State) addRequest(e requestEntry) {
+	s.requests.ReplaceOrInsert(requestKey{hash: e.hash, slot: s.requestQ.push(e)})
+}
+
+// forgetOldestRequest drops the oldest entry of the request-id table.
+func (s *State) forgetOldestRequest() {
+	e, slot := s.requestQ.pop()
+	s.requests.Delete(requestKey{hash: e.hash, slot: slot})
+}
+
+func lessBundle(a, b bundleEntry) bool    { return a.id() < b.id() }
+func lessAuthority(a, b AuthorityID) bool { return compareAuthority(a, b) < 0 }
+func lessSession(a, b SessionID) bool     { return compareSession(a, b) < 0 }
+func lessLive(a, b *LiveSession) bool     { return compareSession(a.Session, b.Session) < 0 }
+func lessRequestKey(a, b requestKey) bool {
+	if a.hash != b.hash {
+		return a.hash < b.hash
+	}
+	return a.slot < b.slot
+}
 
 func lessFootprint(a, b footprintItem) bool {
 	if c := compareAuthority(a.auth, b.auth); c != 0 {
@@ -90,8 +189,7 @@ func newEmptyState() *State {
 		holders:         btree.NewG(btreeDegree, lessHolder),
 		violating:       btree.NewG(btreeDegree, lessSession),
 		live:            btree.NewG(btreeDegree, lessLive),
-		requests:        btree.NewG(btreeDegree, lessRequestID),
-		requestLRU:      btree.NewG(btreeDegree, lessRequestSeq),
+		requests:        btree.NewG(btreeDegree, lessRequestKey),
 		reconfiguration: true,
 	}
 }
@@ -101,7 +199,7 @@ func newEmptyState() *State {
 func New() *State {
 	s := newEmptyState()
 	for _, b := range DefaultBundles() {
-		s.bundles.ReplaceOrInsert(bundleEntry{bundle: b, upgrade: &UpgradeSnapshot{}})
+		s.bundles.ReplaceOrInsert(newBundleEntry(b, &UpgradeSnapshot{}))
 	}
 	return s
 }
@@ -117,8 +215,13 @@ func (s *State) Clone() *State {
 	c.violating = s.violating.Clone()
 	c.live = s.live.Clone()
 	c.requests = s.requests.Clone()
-	c.requestLRU = s.requestLRU.Clone()
-	c.facts = slices.Clip(s.facts) // an append on either side reallocates
+	s.requestQ.owned = false // the clone shares its chunks (see requestQueue)
+	c.requestQ = s.requestQ
+	// The clone's partial chunk and chunk list are clipped: its appends
+	// reallocate them (copying at most factChunk facts and the list of
+	// chunks, never the journal), while the original's appends write past
+	// the end the clone can see. Full chunks are never written again.
+	c.factChunks, c.facts = slices.Clip(s.factChunks), slices.Clip(s.facts)
 	return &c
 }
 
@@ -139,8 +242,13 @@ func (s *State) Reconfiguration() bool { return s.reconfiguration }
 
 // Bundle returns a registered bundle. The value must not be modified.
 func (s *State) Bundle(id string) (*Bundle, bool) {
-	e, ok := s.bundles.Get(bundleEntry{bundle: &Bundle{ID: id}})
+	e, ok := s.lookupBundle(id)
 	return e.bundle, ok
+}
+
+// lookupBundle looks a bundle up by id, without allocating.
+func (s *State) lookupBundle(id string) (bundleEntry, bool) {
+	return s.bundles.Get(bundleEntry{key: id})
 }
 
 // Bundles lists every registered bundle in id order.
@@ -165,22 +273,124 @@ func (s *State) Footprint(a AuthorityID) (Footprint, bool) {
 // footprintOf is the authority's footprint, empty (schema v1) if unknown:
 // upstream's "or new()" for receipts.
 func (s *State) footprintOf(a AuthorityID) Footprint {
-	f := newFootprint()
+	var stack [32]footprintItem
+	items := s.appendFootprint(stack[:0], a)
+	f, _ := footprintFromItems(items, make([]SessionID, len(items)))
+	return f
+}
+
+// appendFootprint appends the authority's footprint entries, in session
+// order, to dst.
+func (s *State) appendFootprint(dst []footprintItem, a AuthorityID) []footprintItem {
 	s.footprints.AscendGreaterOrEqual(footprintItem{auth: a}, func(it footprintItem) bool {
 		if it.auth != a {
 			return false
 		}
-		switch it.class {
-		case Native:
-			f.Native = append(f.Native, it.sess)
-		case DelegatedIn:
-			f.DelegatedIn = append(f.DelegatedIn, it.sess)
-		case DelegatedOut:
-			f.DelegatedOut = append(f.DelegatedOut, it.sess)
-		}
+		dst = append(dst, it)
 		return true
 	})
-	return f
+	return dst
+}
+
+// receiptFootprints returns the footprints of from and to before a
+// delegation of sess and after it (sess then in fromClass and toClass), as
+// footprintOf and withSessionClass would, with one allocation for all of
+// their lists. Lists the delegation leaves alone are shared between before
+// and after.
+func (s *State) receiptFootprints(from, to AuthorityID, sess SessionID, fromClass, toClass Class) (fromBefore, fromAfter, toBefore, toAfter Footprint) {
+	var stack [64]footprintItem
+	items := s.appendFootprint(stack[:0], from)
+	nFrom := len(items)
+	size := nFrom + changedSize(items, sess, fromClass)
+	if to != from {
+		items = s.appendFootprint(items, to)
+		size += len(items) - nFrom + changedSize(items[nFrom:], sess, toClass)
+	}
+	buf := make([]SessionID, size)
+	fromBefore, buf = footprintFromItems(items[:nFrom], buf)
+	fromAfter, buf = withSessionClass(fromBefore, sess, fromClass, buf)
+	if to == from {
+		return fromBefore, fromAfter, fromBefore, fromAfter
+	}
+	toBefore, buf = footprintFromItems(items[nFrom:], buf)
+	toAfter, _ = withSessionClass(toBefore, sess, toClass, buf)
+	return fromBefore, fromAfter, toBefore, toAfter
+}
+
+// changedSize is the number of sessions in the lists withSessionClass
+// rebuilds when it puts sess in class c of the footprint of items: the list
+// sess leaves, less sess, and the list it joins, plus sess.
+func changedSize(items []footprintItem, sess SessionID, c Class) int {
+	var n [DelegatedOut + 1]int
+	var cur Class
+	for i := range items {
+		it := &items[i] // not a copy: cheaper for these 33-byte items
+		if it.class >= Native && it.class <= DelegatedOut {
+			n[it.class]++
+			if it.sess == sess {
+				cur = it.class
+			}
+		}
+	}
+	if cur == c {
+		return 0
+	}
+	size := 0
+	if cur != 0 {
+		size += n[cur] - 1
+	}
+	if c >= Native && c <= DelegatedOut {
+		size += n[c] + 1
+	}
+	return size
+}
+
+// footprintFromItems builds a footprint from one authority's entries (in
+// session order), carving its lists out of buf; it returns the rest of buf.
+// An empty class is a nil list, as appending would leave it.
+func footprintFromItems(items []footprintItem, buf []SessionID) (Footprint, []SessionID) {
+	var n [DelegatedOut + 1]int
+	for i := range items {
+		if c := items[i].class; c >= Native && c <= DelegatedOut {
+			n[c]++
+		}
+	}
+	f := newFootprint()
+	if n[Native] > 0 {
+		f.Native, buf = carve(buf, n[Native])
+	}
+	if n[DelegatedIn] > 0 {
+		f.DelegatedIn, buf = carve(buf, n[DelegatedIn])
+	}
+	if n[DelegatedOut] > 0 {
+		f.DelegatedOut, buf = carve(buf, n[DelegatedOut])
+	}
+	var i [DelegatedOut + 1]int
+	for j := range items {
+		it := &items[j]
+		switch it.class {
+		case Native:
+			f.Native[i[Native]] = it.sess
+		case DelegatedIn:
+			f.DelegatedIn[i[DelegatedIn]] = it.sess
+		case DelegatedOut:
+			f.DelegatedOut[i[DelegatedOut]] = it.sess
+		default:
+			continue
+		}
+		i[it.class]++
+	}
+	return f, buf
+}
+
+// carve returns the first n elements of buf, clipped so that an append to
+// them can never write into the rest, and the rest. A buf too short for n
+// (never, when callers size it right) gives a fresh slice.
+func carve(buf []SessionID, n int) (list, rest []SessionID) {
+	if n > len(buf) {
+		return make([]SessionID, n), buf
+	}
+	return buf[:n:n], buf[n:]
 }
 
 // Authorities lists every authority that has a footprint, in id order.
@@ -196,15 +406,19 @@ func (s *State) Authorities() []AuthorityID {
 // holdersOf returns the per-session index entry: every authority holding the
 // session, in authority order.
 func (s *State) holdersOf(sess SessionID) []holderItem {
-	var out []holderItem
+	return s.appendHolders(nil, sess)
+}
+
+// appendHolders appends holdersOf(sess) to dst.
+func (s *State) appendHolders(dst []holderItem, sess SessionID) []holderItem {
 	s.holders.AscendGreaterOrEqual(holderItem{sess: sess}, func(it holderItem) bool {
 		if it.sess != sess {
 			return false
 		}
-		out = append(out, it)
+		dst = append(dst, it)
 		return true
 	})
-	return out
+	return dst
 }
 
 // LiveSession returns the owner record of a live session.
@@ -215,7 +429,7 @@ func (s *State) LiveSession(id SessionID) (*LiveSession, bool) {
 // UpgradeSnapshot returns a bundle's runtime-upgrade snapshot (upstream's
 // runtime_upgrade_snapshot, with its errors).
 func (s *State) UpgradeSnapshot(bundleID string) (*UpgradeSnapshot, *Error) {
-	e, ok := s.bundles.Get(bundleEntry{bundle: &Bundle{ID: bundleID}})
+	e, ok := s.lookupBundle(bundleID)
 	if !ok {
 		return nil, errorf(CodeBundleNotFound, "runtime upgrade for bundle `%s` failed: bundle not found: %s", bundleID, bundleID)
 	}
@@ -236,21 +450,74 @@ func (s *State) Coherence() []string {
 	return out
 }
 
+// factChunk is the number of facts per full chunk of the journal.
+const factChunk = 512
+
+// factCount is the number of facts, which is also the newest one's Seq.
+func (s *State) factCount() int { return len(s.factChunks)*factChunk + len(s.facts) }
+
+// appendFact appends f to the journal as its next fact and returns its Seq.
+func (s *State) appendFact(f Fact) uint64 {
+	f.Seq = uint64(s.factCount()) + 1
+	if len(s.facts) == cap(s.facts) && cap(s.facts) < factChunk {
+		// Grow to at most a chunk; after a Clone (cap == len) this copies
+		// the partial chunk, never the journal.
+		grown := make([]Fact, len(s.facts), min(max(2*cap(s.facts), 16), factChunk))
+		copy(grown, s.facts)
+		s.facts = grown
+	}
+	s.facts = append(s.facts, f)
+	if len(s.facts) >= factChunk {
+		s.factChunks = append(s.factChunks, s.facts)
+		s.facts = nil
+	}
+	return f.Seq
+}
+
+// eachFact calls fn for every fact in sequence order until fn returns false.
+func (s *State) eachFact(fn func(f *Fact) bool) {
+	for _, c := range s.factChunks {
+		for i := range c {
+			if !fn(&c[i]) {
+				return
+			}
+		}
+	}
+	for i := range s.facts {
+		if !fn(&s.facts[i]) {
+			return
+		}
+	}
+}
+
 // Facts returns up to limit facts with a sequence number greater than after,
 // in sequence order. limit <= 0 means no limit.
 func (s *State) Facts(after uint64, limit int) []Fact {
-	if after >= uint64(len(s.facts)) {
+	total := uint64(s.factCount())
+	if after >= total {
 		return nil
 	}
-	rest := s.facts[after:]
-	if limit > 0 && len(rest) > limit {
-		rest = rest[:limit]
+	n := total - after
+	if limit > 0 && n > uint64(limit) {
+		n = uint64(limit)
 	}
-	return slices.Clone(rest)
+	out := make([]Fact, 0, n)
+	for i := after; uint64(len(out)) < n; {
+		var seg []Fact
+		if c := i / factChunk; c < uint64(len(s.factChunks)) {
+			seg = s.factChunks[c][i%factChunk:]
+		} else {
+			seg = s.facts[i-uint64(len(s.factChunks))*factChunk:]
+		}
+		seg = seg[:min(uint64(len(seg)), n-uint64(len(out)))]
+		out = append(out, seg...)
+		i += uint64(len(seg))
+	}
+	return out
 }
 
 // LastFactSeq is the sequence number of the newest fact, 0 if none.
-func (s *State) LastFactSeq() uint64 { return uint64(len(s.facts)) }
+func (s *State) LastFactSeq() uint64 { return uint64(s.factCount()) }
 
 // Stats counts what the state holds, for metrics and logs.
 type Stats struct {
@@ -264,7 +531,7 @@ func (s *State) Stats() Stats {
 		Authorities:       s.authorities.Len(),
 		FootprintEntries:  s.footprints.Len(),
 		LiveSessions:      s.live.Len(),
-		Facts:             len(s.facts),
+		Facts:             s.factCount(),
 		RequestIDs:        s.requests.Len(),
 		ViolatingSessions: s.violating.Len(),
 	}

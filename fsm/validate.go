@@ -37,6 +37,15 @@ func checkName(field, v string) *Error {
 	return nil
 }
 
+// checkNameAt is checkName(prefix+name, v) that joins the field name only
+// for a rejection.
+func checkNameAt(prefix, name, v string) *Error {
+	if checkName(name, v) == nil {
+		return nil
+	}
+	return checkName(prefix+name, v)
+}
+
 func checkNames(field string, vs []string, allowEmptyList bool) *Error {
 	if len(vs) > MaxListItems {
 		return invalidf(field, "has %d items; the limit is %d", len(vs), MaxListItems)
@@ -164,7 +173,7 @@ func checkUpgradeRequest(field string, r *UpgradeRequest) *Error {
 }
 
 func checkDelegation(field string, d *Delegation) *Error {
-	if err := checkName(field+"bundle_id", d.BundleID); err != nil {
+	if err := checkNameAt(field, "bundle_id", d.BundleID); err != nil {
 		return err
 	}
 	if d.LinkBoundary != nil {
