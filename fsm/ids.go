@@ -30,6 +30,12 @@ const (
 
 func (u UUID) String() string {
 	var buf [36]byte
+	return string(u.appendCanonical(buf[:0]))
+}
+
+// appendCanonical appends the 36-character hyphenated form to b.
+func (u UUID) appendCanonical(b []byte) []byte {
+	var buf [36]byte
 	hex.Encode(buf[0:8], u[0:4])
 	buf[8] = '-'
 	hex.Encode(buf[9:13], u[4:6])
@@ -39,12 +45,32 @@ func (u UUID) String() string {
 	hex.Encode(buf[19:23], u[8:10])
 	buf[23] = '-'
 	hex.Encode(buf[24:36], u[10:16])
-	return string(buf[:])
+	return append(b, buf[:]...)
 }
 
-func (a AuthorityID) String() string { return authorityPrefix + UUID(a).String() }
-func (s SessionID) String() string   { return sessionPrefix + UUID(s).String() }
-func (c ContextID) String() string   { return contextPrefix + UUID(c).String() }
+// The text forms are built in one allocation (String) or none (Append):
+// answers on the hot path render several ids each.
+
+func (a AuthorityID) String() string {
+	return string(a.Append(make([]byte, 0, len(authorityPrefix)+36)))
+}
+func (s SessionID) String() string { return string(s.Append(make([]byte, 0, len(sessionPrefix)+36))) }
+func (c ContextID) String() string { return string(c.Append(make([]byte, 0, len(contextPrefix)+36))) }
+
+// Append appends the id's text form, as String returns it, to b.
+func (a AuthorityID) Append(b []byte) []byte {
+	return UUID(a).appendCanonical(append(b, authorityPrefix...))
+}
+
+// Append appends the id's text form, as String returns it, to b.
+func (s SessionID) Append(b []byte) []byte {
+	return UUID(s).appendCanonical(append(b, sessionPrefix...))
+}
+
+// Append appends the id's text form, as String returns it, to b.
+func (c ContextID) Append(b []byte) []byte {
+	return UUID(c).appendCanonical(append(b, contextPrefix...))
+}
 
 // parseUUID accepts the canonical 36-character hyphenated form.
 func parseUUID(text string) (UUID, error) {

@@ -5,6 +5,8 @@ import (
 	"net/http"
 	"strconv"
 	"sync"
+
+	"github.com/reconf/reconf/fsm"
 )
 
 // Hand-written JSON for the answers on the hot path (a delegation's receipt
@@ -215,4 +217,112 @@ func appendAny(b []byte, v any) ([]byte, error) {
 	}
 	j, err := json.Marshal(v)
 	return append(b, j...), err
+}
+
+// delegationAnswer is a delegation's answer (DelegationResponse) rendered
+// straight from the state machine's outcome: the appender writes the bytes
+// encoding/json writes for DelegationResponse without building it, its
+// footprints' string lists and its ids' strings first (most of a leader's
+// allocations per delegation otherwise). Witnesses it does not cover go
+// through MarshalJSON, which builds the DelegationResponse.
+type delegationAnswer struct {
+	o       *fsm.Outcome
+	index   uint64
+	deduped bool
+}
+
+func (d delegationAnswer) response() DelegationResponse {
+	return DelegationResponse{Receipt: toReceiptJSON(&d.o.Receipt), Witness: toWitnessJSON(&d.o.Witness),
+		FactSeq: d.o.FactSeq, Index: d.index, Deduped: d.deduped}
+}
+
+func (d delegationAnswer) MarshalJSON() ([]byte, error) { return json.Marshal(d.response()) }
+
+func (d delegationAnswer) appendJSON(b []byte) ([]byte, bool) {
+	w := &d.o.Witness
+	if w.OwnershipReceipt != nil || w.UpgradeRequest != nil || w.UpgradeSnapshot != nil || w.UpgradeExecution != nil {
+		return b, false
+	}
+	r := &d.o.Receipt
+	b = append(b, `{"receipt":{"schema_version":`...)
+	b = appendString(b, fsm.SchemaVersion)
+	b = append(b, `,"session_id":"`...)
+	b = append(r.Session.Append(b), `","from_authority":"`...)
+	b = append(r.From.Append(b), `","to_authority":"`...)
+	b = append(r.To.Append(b), `","bundle_id":`...)
+	b = appendString(b, r.BundleID)
+	b = append(b, `,"from_before":`...)
+	b = appendFootprint(b, &r.FromBefore)
+	b = append(b, `,"from_after":`...)
+	b = appendFootprint(b, &r.FromAfter)
+	b = append(b, `,"to_before":`...)
+	b = appendFootprint(b, &r.ToBefore)
+	b = append(b, `,"to_after":`...)
+	b = appendFootprint(b, &r.ToAfter)
+	b = append(b, `,"delegated_at":{"ts_ms":`...)
+	b = appendUint(b, r.DelegatedAtMillis)
+	b = append(b, `}},"witness":{"context_id":"`...)
+	b = append(w.Context.Append(b), `","session_id":"`...)
+	b = append(w.Session.Append(b), `","from_authority":"`...)
+	b = append(w.From.Append(b), `","to_authority":"`...)
+	b = append(w.To.Append(b), `","bundle_id":`...)
+	b = appendString(b, w.BundleID)
+	b = append(b, `,"link_boundary":{"bundle_id":`...)
+	if w.LinkBoundary.BundleID == "" {
+		b = append(b, "null"...)
+	} else {
+		b = appendString(b, w.LinkBoundary.BundleID)
+	}
+	b = append(b, `,"protocol_ids":`...)
+	b = appendStrings(b, nonNil(w.LinkBoundary.ProtocolIDs))
+	b = append(b, `,"fragment_keys":`...)
+	b = appendStrings(b, nonNil(w.LinkBoundary.FragmentKeys))
+	b = append(b, `,"capability_scope":`...)
+	b = appendScope(b, w.LinkBoundary.Scope)
+	b = append(b, `},"capability_scope":`...)
+	b = appendScope(b, w.Scope)
+	b = append(b, `,"moved_fragment_keys":`...)
+	b = appendStrings(b, nonNil(w.MovedFragments))
+	b = append(b, `,"coherence":"preserved"},"fact_seq":`...)
+	b = appendUint(b, d.o.FactSeq)
+	b = append(b, `,"index":`...)
+	b = appendUint(b, d.index)
+	if d.deduped {
+		b = append(b, `,"deduped":true`...)
+	}
+	return append(b, '}'), true
+}
+
+// appendFootprint writes what FootprintJSON's appender writes for
+// toFootprintJSON(*f): every class a list, never null.
+func appendFootprint(b []byte, f *fsm.Footprint) []byte {
+	b = append(b, `{"schema_version":`...)
+	b = appendString(b, f.SchemaVersion)
+	b = append(b, `,"native_sessions":`...)
+	b = appendSessions(b, f.Native)
+	b = append(b, `,"delegated_in_sessions":`...)
+	b = appendSessions(b, f.DelegatedIn)
+	b = append(b, `,"delegated_out_sessions":`...)
+	b = appendSessions(b, f.DelegatedOut)
+	return append(b, '}')
+}
+
+func appendSessions(b []byte, ids []fsm.SessionID) []byte {
+	b = append(b, '[')
+	for i, id := range ids {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = append(id.Append(append(b, '"')), '"')
+	}
+	return append(b, ']')
+}
+
+// appendScope writes what ScopeJSON's appender writes for toScopeJSON(s).
+func appendScope(b []byte, s fsm.Scope) []byte {
+	if s.Kind == fsm.ScopeSession {
+		return append(b, `"session"`...)
+	}
+	b = append(b, `{"fragments":`...)
+	return append(appendStrings(b, nonNil(s.Fragments)), '}')
 }

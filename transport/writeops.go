@@ -210,8 +210,7 @@ var opDelegate = &op[DelegationRequest]{
 		return fsm.Command{RequestID: req.RequestID, Op: &fsm.Delegate{Delegation: d}}, nil
 	},
 	render: func(_ *DelegationRequest, res fsm.Result) any {
-		o := res.Outcome
-		return DelegationResponse{Receipt: toReceiptJSON(&o.Receipt), Witness: toWitnessJSON(&o.Witness), FactSeq: o.FactSeq, Index: res.Index, Deduped: res.Deduped}
+		return delegationAnswer{o: res.Outcome, index: res.Index, deduped: res.Deduped}
 	},
 }
 
