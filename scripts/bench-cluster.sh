@@ -24,6 +24,13 @@ stop() {
   rm -rf "$DIR"
 }
 trap stop INT TERM EXIT
+# A cluster left running on these ports would answer in this one's place.
+for p in $PORT $((PORT + 1)) $((PORT + 2)) $((PORT + 100)) $((PORT + 101)) $((PORT + 102)); do
+  if (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
+    echo "bench-cluster: port $p is in use (another cluster still running?); stop it or pick another PORT" >&2
+    exit 1
+  fi
+done
 addrs=()
 for i in 1 2 3; do
   http=127.0.0.1:$((PORT + i - 1)) raft=127.0.0.1:$((PORT + 99 + i))

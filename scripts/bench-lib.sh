@@ -11,6 +11,11 @@ start_cluster() { # BIN, reconfd flags...
   cluster_pid=$!
   for _ in $(seq 1 150); do
     grep -q "bench cluster ready" "$OUT/.cluster.out" 2>/dev/null && break
+    if ! kill -0 "$cluster_pid" 2>/dev/null; then
+      cat "$OUT/.cluster.out" >&2
+      echo "bench: the cluster did not start" >&2
+      exit 1
+    fi
     sleep 0.2
   done
   sleep 1
