@@ -13,21 +13,7 @@ import (
 // The hand-written encoders write exactly what encoding/json writes.
 func TestFastJSONMatchesEncodingJSON(t *testing.T) {
 	rng := rand.New(rand.NewPCG(1, 2))
-	strs := []string{"", "session-1f0e", "a\"b", `back\slash`, "<html>&", "tab\there", "ünïcödé", "\u2028", "\x01ctl", string([]byte{0xff, 'x'}), "plain"}
-	str := func() string { return strs[rng.IntN(len(strs))] }
-	list := func() []string {
-		switch rng.IntN(4) {
-		case 0:
-			return nil
-		case 1:
-			return []string{}
-		}
-		out := make([]string, rng.IntN(4)+1)
-		for i := range out {
-			out[i] = str()
-		}
-		return out
-	}
+	str, list := jsonStrings(rng)
 	fp := func() FootprintJSON {
 		return FootprintJSON{SchemaVersion: str(), NativeSessions: list(), DelegatedInSessions: list(), DelegatedOutSessions: list()}
 	}
@@ -67,6 +53,28 @@ func TestFastJSONMatchesEncodingJSON(t *testing.T) {
 	}
 }
 
+// jsonStrings draws strings that exercise encoding/json's escaping (quotes,
+// backslashes, HTML characters, control and non-UTF-8 bytes, U+2028) and
+// lists of them: nil, empty or a few.
+func jsonStrings(rng *rand.Rand) (str func() string, list func() []string) {
+	strs := []string{"", "session-1f0e", "device_migration", "a\"b", `back\slash`, "<html>&", "tab\there", "ünïcödé", "\u2028", "\x01ctl", string([]byte{0xff, 'x'}), "plain"}
+	str = func() string { return strs[rng.IntN(len(strs))] }
+	list = func() []string {
+		switch rng.IntN(4) {
+		case 0:
+			return nil
+		case 1:
+			return []string{}
+		}
+		out := make([]string, rng.IntN(4)+1)
+		for i := range out {
+			out[i] = str()
+		}
+		return out
+	}
+	return str, list
+}
+
 func encodeStd(t *testing.T, v any) []byte {
 	t.Helper()
 	var b bytes.Buffer
@@ -99,21 +107,7 @@ func TestBatchResultsJSON(t *testing.T) {
 // answer and inside a batch answer.
 func TestDelegationAnswerMatchesEncodingJSON(t *testing.T) {
 	rng := rand.New(rand.NewPCG(3, 4))
-	strs := []string{"", "device_migration", "a\"b", `back\slash`, "<html>&", "ünïcödé", "\u2028", "\x01ctl", string([]byte{0xff, 'x'}), "plain"}
-	str := func() string { return strs[rng.IntN(len(strs))] }
-	list := func() []string {
-		switch rng.IntN(4) {
-		case 0:
-			return nil
-		case 1:
-			return []string{}
-		}
-		out := make([]string, rng.IntN(4)+1)
-		for i := range out {
-			out[i] = str()
-		}
-		return out
-	}
+	str, list := jsonStrings(rng)
 	uuid := func() (u fsm.UUID) {
 		for i := range u {
 			u[i] = byte(rng.Uint32())
