@@ -29,8 +29,10 @@ raft-wal) and default Raft settings except --raft-timeout, serving
 others join it. No batching or packing: one Apply per request.
 
 Then --concurrency clients send PUTs to the leader in a closed loop (each
-waits for its answer before sending the next), over net/http with
-keep-alive and one connection per client, 2 s warm-up (--warmup) then
+waits for its answer before sending the next), each on one keep-alive
+connection: with --client raw (default) a hand-written HTTP/1.1 client like
+reconfctl bench's, with --client nethttp Go's net/http client (which costs
+the shared machine more per request). 2 s warm-up (--warmup) then
 --duration measured, and prints requests per second and latency
 percentiles. Each client cycles through --keys keys of its own.
 
@@ -41,20 +43,14 @@ closes).
 `
 
 type kvResult struct {
-	Mode        string  `json:"mode"`
-	Echo        bool    `json:"echo,omitempty"`
-	Store       string  `json:"store"`
-	Concurrency int     `json:"concurrency"`
-	ValueBytes  int     `json:"value_bytes"`
-	Warmup      float64 `json:"warmup_s"`
-	Duration    float64 `json:"duration_s"`
-	Ops         uint64  `json:"ops"`
-	Errors      uint64  `json:"errors"`
-	FirstError  string  `json:"first_error,omitempty"`
-	OpsPerSec   float64 `json:"ops_per_sec"`
-	Latency     latency `json:"latency"`
-	Machine     machine `json:"machine"`
-	DataDir     string  `json:"data_dir"`
+	Mode       string `json:"mode"`
+	Client     string `json:"client"`
+	Echo       bool   `json:"echo,omitempty"`
+	Store      string `json:"store"`
+	ValueBytes int    `json:"value_bytes"`
+	loadFigures
+	Machine machine `json:"machine"`
+	DataDir string  `json:"data_dir"`
 }
 
 // child is one kv-node process.
@@ -78,6 +74,7 @@ func runKV(ctx context.Context, args []string) error {
 	dir := fs.String("dir", os.TempDir(), "parent of the temporary data dir (must be on the disk to measure)")
 	timeout := fs.Duration("raft-timeout", 500*time.Millisecond, "Raft heartbeat and election timeout of the nodes (leader lease: half)")
 	logLevel := fs.String("log-level", "error", "Raft log level of the nodes (into their log files): trace, debug, info, warn, error, off")
+	clientKind := fs.String("client", "raw", "load client: raw (hand-written HTTP/1.1, as reconfctl bench) or nethttp")
 	echo := fs.Bool("echo", false, "the nodes answer PUTs without Raft: the HTTP-only ceiling of this machine")
 	asJSON := fs.Bool("json", false, "print a JSON object instead of the human line")
 	if err := parseFlags(fs, args); err != nil {
@@ -88,6 +85,9 @@ func runKV(ctx context.Context, args []string) error {
 	}
 	if *keys < 1 || *valueBytes < 0 {
 		return fmt.Errorf("--keys must be >= 1 and --value-bytes >= 0")
+	}
+	if *clientKind != "raw" && *clientKind != "nethttp" {
+		return fmt.Errorf("--client %q: want raw or nethttp", *clientKind)
 	}
 	if *store != "bolt" && *store != "wal" {
 		return fmt.Errorf("--store %q: want bolt or wal", *store)
@@ -173,7 +173,19 @@ func runKV(ctx context.Context, args []string) error {
 	client := &http.Client{Transport: tr, Timeout: 15 * time.Second}
 	body := []byte(`{"value":"` + strings.Repeat("v", *valueBytes) + `"}`)
 	base := "http://" + leader.addr.HTTP + "/key/"
+	raw := make([]rawHTTPClient, *conc)
+	for i := range raw {
+		raw[i].addr = leader.addr.HTTP
+		defer raw[i].close()
+	}
 	op := func(w int, seq uint64) error {
+		if *clientKind == "raw" {
+			err := raw[w].put(fmt.Sprintf("/key/c%d-%d", w, seq%uint64(*keys)), body)
+			if err != nil {
+				time.Sleep(10 * time.Millisecond)
+			}
+			return err
+		}
 		url := fmt.Sprintf("%sc%d-%d", base, w, seq%uint64(*keys))
 		req, err := http.NewRequestWithContext(ctx, http.MethodPut, url, bytes.NewReader(body))
 		if err != nil {
@@ -208,17 +220,12 @@ func runKV(ctx context.Context, args []string) error {
 		}
 	}
 	r := kvResult{
-		Mode: "kv", Echo: *echo, Store: *store, Concurrency: *conc, ValueBytes: *valueBytes,
-		Warmup: warmup.Seconds(), Duration: res.elapsed.Seconds(),
-		Ops: res.ops, Errors: res.errors, OpsPerSec: res.opsPerSec(), Latency: summarize(res.latencies),
-		Machine: m, DataDir: *dir,
+		Mode: "kv", Client: *clientKind, Echo: *echo, Store: *store, ValueBytes: *valueBytes,
+		loadFigures: res.figures(*conc, *warmup), Machine: m, DataDir: *dir,
 	}
-	if res.firstErr != nil {
-		r.FirstError = res.firstErr.Error()
-	}
-	mode := "kv"
+	mode := "kv --client " + *clientKind
 	if *echo {
-		mode = "kv --echo (no Raft)"
+		mode += " --echo (no Raft)"
 	}
 	human := fmt.Sprintf("%s store=%s concurrency=%d: %.0f writes/s, p50 %.2f ms, p90 %.2f ms, p99 %.2f ms (%d writes in %.1f s%s%s)",
 		mode, *store, *conc, r.OpsPerSec, r.Latency.P50, r.Latency.P90, r.Latency.P99, r.Ops, r.Duration, errNote(res), loadNote(m))

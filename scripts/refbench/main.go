@@ -313,6 +313,28 @@ func closedLoop(ctx context.Context, c int, warmup, duration time.Duration, op f
 	return r
 }
 
+// loadFigures is what every closed-loop subcommand reports (its fields sit
+// at the top level of the JSON).
+type loadFigures struct {
+	Concurrency int     `json:"concurrency"`
+	Warmup      float64 `json:"warmup_s"`
+	Duration    float64 `json:"duration_s"`
+	Ops         uint64  `json:"ops"`
+	Errors      uint64  `json:"errors"`
+	FirstError  string  `json:"first_error,omitempty"`
+	OpsPerSec   float64 `json:"ops_per_sec"`
+	Latency     latency `json:"latency"`
+}
+
+func (r loadResult) figures(concurrency int, warmup time.Duration) loadFigures {
+	f := loadFigures{Concurrency: concurrency, Warmup: warmup.Seconds(), Duration: r.elapsed.Seconds(),
+		Ops: r.ops, Errors: r.errors, OpsPerSec: r.opsPerSec(), Latency: summarize(r.latencies)}
+	if r.firstErr != nil {
+		f.FirstError = r.firstErr.Error()
+	}
+	return f
+}
+
 func (r loadResult) opsPerSec() float64 {
 	if r.elapsed <= 0 {
 		return 0

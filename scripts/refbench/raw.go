@@ -35,18 +35,11 @@ commit: one entry, one fsync round, for many commands.
 `
 
 type rawResult struct {
-	Mode        string  `json:"mode"`
-	Store       string  `json:"store"`
-	Pack        bool    `json:"pack"`
-	Concurrency int     `json:"concurrency"`
-	CmdBytes    int     `json:"cmd_bytes"`
-	Warmup      float64 `json:"warmup_s"`
-	Duration    float64 `json:"duration_s"`
-	Ops         uint64  `json:"ops"`
-	Errors      uint64  `json:"errors"`
-	FirstError  string  `json:"first_error,omitempty"`
-	OpsPerSec   float64 `json:"ops_per_sec"`
-	Latency     latency `json:"latency"`
+	Mode     string `json:"mode"`
+	Store    string `json:"store"`
+	Pack     bool   `json:"pack"`
+	CmdBytes int    `json:"cmd_bytes"`
+	loadFigures
 	// With --pack: log entries applied by the packer and the mean number
 	// of commands per entry (over the whole run, warm-up included).
 	Entries        uint64  `json:"entries,omitempty"`
@@ -173,13 +166,8 @@ func runRaw(ctx context.Context, args []string) error {
 	m.LoadAfter = loadAvg()
 
 	r := rawResult{
-		Mode: "raw", Store: *store, Pack: *pack, Concurrency: *conc, CmdBytes: *cmdBytes,
-		Warmup: warmup.Seconds(), Duration: res.elapsed.Seconds(),
-		Ops: res.ops, Errors: res.errors, OpsPerSec: res.opsPerSec(), Latency: summarize(res.latencies),
-		Machine: m, DataDir: *dir, RaftTimeoutSec: timeout.Seconds(),
-	}
-	if res.firstErr != nil {
-		r.FirstError = res.firstErr.Error()
+		Mode: "raw", Store: *store, Pack: *pack, CmdBytes: *cmdBytes,
+		loadFigures: res.figures(*conc, *warmup), Machine: m, DataDir: *dir, RaftTimeoutSec: timeout.Seconds(),
 	}
 	packNote := "off"
 	if pk != nil {
