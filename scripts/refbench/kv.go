@@ -16,6 +16,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/reconf/reconf/internal/rawhttp"
 )
 
 const kvHelp = `A minimal hraftd-style key-value server, the "minimal reference" for an
@@ -30,8 +32,8 @@ others join it. No batching or packing: one Apply per request.
 
 Then --concurrency clients send PUTs to the leader in a closed loop (each
 waits for its answer before sending the next), each on one keep-alive
-connection: with --client raw (default) a hand-written HTTP/1.1 client like
-reconfctl bench's, with --client nethttp Go's net/http client (which costs
+connection: with --client raw (default) the hand-written HTTP/1.1 client
+reconfctl bench uses (internal/rawhttp), with --client nethttp Go's net/http client (which costs
 the shared machine more per request). 2 s warm-up (--warmup) then
 --duration measured, and prints requests per second and latency
 percentiles. Each client cycles through --keys keys of its own.
@@ -173,14 +175,17 @@ func runKV(ctx context.Context, args []string) error {
 	client := &http.Client{Transport: tr, Timeout: 15 * time.Second}
 	body := []byte(`{"value":"` + strings.Repeat("v", *valueBytes) + `"}`)
 	base := "http://" + leader.addr.HTTP + "/key/"
-	raw := make([]rawHTTPClient, *conc)
+	raw := make([]rawhttp.Conn, *conc)
 	for i := range raw {
-		raw[i].addr = leader.addr.HTTP
-		defer raw[i].close()
+		raw[i] = rawhttp.Conn{Addr: leader.addr.HTTP, Timeout: 15 * time.Second}
+		defer raw[i].Close()
 	}
 	op := func(w int, seq uint64) error {
 		if *clientKind == "raw" {
-			err := raw[w].put(fmt.Sprintf("/key/c%d-%d", w, seq%uint64(*keys)), body)
+			status, msg, err := raw[w].Do(ctx, http.MethodPut, fmt.Sprintf("/key/c%d-%d", w, seq%uint64(*keys)), body)
+			if err == nil && status != http.StatusOK {
+				err = fmt.Errorf("%d %s: %s", status, http.StatusText(status), bytes.TrimSpace(msg))
+			}
 			if err != nil {
 				time.Sleep(10 * time.Millisecond)
 			}

@@ -3,7 +3,9 @@
 // here: the disk's fsync rate, raw hashicorp/raft Apply throughput over
 // raft-boltdb, raft-wal or an in-memory store (with and without leader-side
 // packing), and a minimal hraftd-style HTTP key-value server of three
-// processes. None of it uses reconf's own code.
+// processes. None of it uses reconf's server code; its HTTP load is sent by
+// internal/rawhttp, the client reconfctl bench uses, so that both are
+// driven at the same cost.
 //
 //	go run ./scripts/refbench fsync --duration 5s
 //	go run ./scripts/refbench raw --store bolt --concurrency 64
