@@ -9,10 +9,10 @@ import (
 	"github.com/reconf/reconf/fsm"
 )
 
-// Hand-written JSON for the answers on the hot path (a delegation's receipt
-// and witness, a footprint, an index). encoding/json spends most of its time
-// in reflection on these; the functions here write the very same bytes
-// (field order, null for nil slices, encoding/json's escaping, which
+// Hand-written JSON for the answers on the hot path (a delegation's answer,
+// a footprint, an index). encoding/json spends most of its time in
+// reflection on these; the functions here write the very same bytes (field
+// order, null for nil slices, encoding/json's escaping, which
 // fastjson_test.go checks against encoding/json) several times faster.
 // Shapes they do not cover (a witness with an ownership receipt or a
 // runtime upgrade) go through encoding/json as before.
@@ -77,112 +77,6 @@ func appendStrings(b []byte, ss []string) []byte {
 }
 
 func appendUint(b []byte, v uint64) []byte { return strconv.AppendUint(b, v, 10) }
-
-func (f *FootprintJSON) appendJSON(b []byte) []byte {
-	b = append(b, `{"schema_version":`...)
-	b = appendString(b, f.SchemaVersion)
-	b = append(b, `,"native_sessions":`...)
-	b = appendStrings(b, f.NativeSessions)
-	b = append(b, `,"delegated_in_sessions":`...)
-	b = appendStrings(b, f.DelegatedInSessions)
-	b = append(b, `,"delegated_out_sessions":`...)
-	b = appendStrings(b, f.DelegatedOutSessions)
-	return append(b, '}')
-}
-
-func (s ScopeJSON) appendJSON(b []byte) []byte {
-	if s.Session {
-		return append(b, `"session"`...)
-	}
-	b = append(b, `{"fragments":`...)
-	return append(appendStrings(b, nonNil(s.Fragments)), '}')
-}
-
-func (l *LinkBoundaryJSON) appendJSON(b []byte) []byte {
-	b = append(b, `{"bundle_id":`...)
-	if l.BundleID == nil {
-		b = append(b, "null"...)
-	} else {
-		b = appendString(b, *l.BundleID)
-	}
-	b = append(b, `,"protocol_ids":`...)
-	b = appendStrings(b, l.ProtocolIDs)
-	b = append(b, `,"fragment_keys":`...)
-	b = appendStrings(b, l.FragmentKeys)
-	b = append(b, `,"capability_scope":`...)
-	b = l.CapabilityScope.appendJSON(b)
-	return append(b, '}')
-}
-
-func (r *ReceiptJSON) appendJSON(b []byte) []byte {
-	b = append(b, `{"schema_version":`...)
-	b = appendString(b, r.SchemaVersion)
-	b = append(b, `,"session_id":`...)
-	b = appendString(b, r.SessionID)
-	b = append(b, `,"from_authority":`...)
-	b = appendString(b, r.FromAuthority)
-	b = append(b, `,"to_authority":`...)
-	b = appendString(b, r.ToAuthority)
-	b = append(b, `,"bundle_id":`...)
-	b = appendString(b, r.BundleID)
-	b = append(b, `,"from_before":`...)
-	b = r.FromBefore.appendJSON(b)
-	b = append(b, `,"from_after":`...)
-	b = r.FromAfter.appendJSON(b)
-	b = append(b, `,"to_before":`...)
-	b = r.ToBefore.appendJSON(b)
-	b = append(b, `,"to_after":`...)
-	b = r.ToAfter.appendJSON(b)
-	b = append(b, `,"delegated_at":{"ts_ms":`...)
-	b = appendUint(b, r.DelegatedAt.TsMs)
-	return append(b, "}}"...)
-}
-
-// appendJSON covers witnesses of plain delegations: no ownership receipt,
-// no runtime upgrade.
-func (w *WitnessJSON) appendJSON(b []byte) ([]byte, bool) {
-	if w.OwnershipReceipt != nil || w.RuntimeUpgradeRequest != nil || w.RuntimeUpgradeSnapshot != nil || w.RuntimeUpgradeExecution != nil {
-		return b, false
-	}
-	b = append(b, `{"context_id":`...)
-	b = appendString(b, w.ContextID)
-	b = append(b, `,"session_id":`...)
-	b = appendString(b, w.SessionID)
-	b = append(b, `,"from_authority":`...)
-	b = appendString(b, w.FromAuthority)
-	b = append(b, `,"to_authority":`...)
-	b = appendString(b, w.ToAuthority)
-	b = append(b, `,"bundle_id":`...)
-	b = appendString(b, w.BundleID)
-	b = append(b, `,"link_boundary":`...)
-	b = w.LinkBoundary.appendJSON(b)
-	b = append(b, `,"capability_scope":`...)
-	b = w.CapabilityScope.appendJSON(b)
-	b = append(b, `,"moved_fragment_keys":`...)
-	b = appendStrings(b, w.MovedFragmentKeys)
-	b = append(b, `,"coherence":`...)
-	b = appendString(b, w.Coherence)
-	return append(b, '}'), true
-}
-
-func (d DelegationResponse) appendJSON(b []byte) ([]byte, bool) {
-	start := len(b)
-	b = append(b, `{"receipt":`...)
-	b = d.Receipt.appendJSON(b)
-	b = append(b, `,"witness":`...)
-	b, ok := d.Witness.appendJSON(b)
-	if !ok {
-		return b[:start], false
-	}
-	b = append(b, `,"fact_seq":`...)
-	b = appendUint(b, d.FactSeq)
-	b = append(b, `,"index":`...)
-	b = appendUint(b, d.Index)
-	if d.Deduped {
-		b = append(b, `,"deduped":true`...)
-	}
-	return append(b, '}'), true
-}
 
 func (r IndexResponse) appendJSON(b []byte) ([]byte, bool) {
 	b = append(b, `{"index":`...)
@@ -293,8 +187,8 @@ func (d delegationAnswer) appendJSON(b []byte) ([]byte, bool) {
 	return append(b, '}'), true
 }
 
-// appendFootprint writes what FootprintJSON's appender writes for
-// toFootprintJSON(*f): every class a list, never null.
+// appendFootprint writes what encoding/json writes for toFootprintJSON(*f):
+// every class a list, never null.
 func appendFootprint(b []byte, f *fsm.Footprint) []byte {
 	b = append(b, `{"schema_version":`...)
 	b = appendString(b, f.SchemaVersion)
@@ -318,7 +212,7 @@ func appendSessions(b []byte, ids []fsm.SessionID) []byte {
 	return append(b, ']')
 }
 
-// appendScope writes what ScopeJSON's appender writes for toScopeJSON(s).
+// appendScope writes what encoding/json writes for toScopeJSON(s).
 func appendScope(b []byte, s fsm.Scope) []byte {
 	if s.Kind == fsm.ScopeSession {
 		return append(b, `"session"`...)
