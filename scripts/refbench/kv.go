@@ -33,10 +33,10 @@ others join it. No batching or packing: one Apply per request.
 Then --concurrency clients send PUTs to the leader in a closed loop (each
 waits for its answer before sending the next), each on one keep-alive
 connection: with --client raw (default) the hand-written HTTP/1.1 client
-reconfctl bench uses (internal/rawhttp), with --client nethttp Go's net/http client (which costs
-the shared machine more per request). 2 s warm-up (--warmup) then
---duration measured, and prints requests per second and latency
-percentiles. Each client cycles through --keys keys of its own.
+reconfctl bench uses (internal/rawhttp), with --client nethttp Go's
+net/http client (which costs the shared machine more per request). 2 s
+warm-up (--warmup), then --duration measured; prints requests per second
+and latency percentiles. Each client cycles through --keys keys of its own.
 
 The nodes' logs (stderr) go to files in the temporary dir and are printed
 if something fails. Child processes and the dir are removed on exit, also
