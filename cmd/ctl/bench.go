@@ -24,6 +24,7 @@ import (
 
 	"github.com/urfave/cli/v2"
 
+	"github.com/reconf/reconf/internal/loadavg"
 	"github.com/reconf/reconf/transport"
 )
 
@@ -355,7 +356,7 @@ type benchPair struct {
 }
 
 func (b *bencher) run(ctx context.Context) error {
-	load0 := loadAvg()
+	load0 := loadavg.Read()
 	leader := ""
 	if b.cfg.leaderOnly {
 		var err error
@@ -447,7 +448,7 @@ wait:
 	if tty {
 		b.progress("\n")
 	}
-	rep := b.report(elapsed, load0, loadAvg())
+	rep := b.report(elapsed, load0, loadavg.Read())
 	if b.x.json {
 		return printJSON(b.x.stdout, rep)
 	}
@@ -925,19 +926,6 @@ func roundDur(d time.Duration) time.Duration {
 		return d.Round(10 * time.Microsecond)
 	}
 	return d.Round(time.Microsecond)
-}
-
-// loadAvg is the first three fields of /proc/loadavg ("" elsewhere).
-func loadAvg() string {
-	b, err := os.ReadFile("/proc/loadavg")
-	if err != nil {
-		return ""
-	}
-	f := strings.Fields(string(b))
-	if len(f) < 3 {
-		return ""
-	}
-	return strings.Join(f[:3], " ")
 }
 
 func isTerminal(w io.Writer) bool {

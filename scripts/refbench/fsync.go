@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"os"
 	"time"
+
+	"github.com/reconf/reconf/internal/loadavg"
 )
 
 const fsyncHelp = `Measures how many fsyncs per second the disk under --dir does: one
@@ -92,7 +94,7 @@ func runFsync(ctx context.Context, args []string) error {
 		return fmt.Errorf("interrupted")
 	}
 	elapsed := time.Since(start)
-	m.LoadAfter = loadAvg()
+	m.LoadAfter = loadavg.Read()
 	r := fsyncResult{
 		Mode: "fsync", Dir: *dir, BlockSize: block, Overwrite: *overwrite,
 		Duration: elapsed.Seconds(), Fsyncs: uint64(len(lat)),

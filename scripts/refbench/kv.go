@@ -17,6 +17,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/reconf/reconf/internal/loadavg"
 	"github.com/reconf/reconf/internal/rawhttp"
 )
 
@@ -216,7 +217,7 @@ func runKV(ctx context.Context, args []string) error {
 	if ctx.Err() != nil {
 		return fmt.Errorf("interrupted")
 	}
-	m.LoadAfter = loadAvg()
+	m.LoadAfter = loadavg.Read()
 	for _, c := range children {
 		select {
 		case <-c.exited:

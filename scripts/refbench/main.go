@@ -31,6 +31,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/reconf/reconf/internal/loadavg"
 )
 
 const overview = `refbench: reference harnesses for calibrating throughput targets on this machine.
@@ -178,22 +180,9 @@ func newMachine() machine {
 		GOMAXPROCS: runtime.GOMAXPROCS(0),
 		GoVersion:  runtime.Version(),
 		OS:         runtime.GOOS + "/" + runtime.GOARCH,
-		LoadBefore: loadAvg(),
+		LoadBefore: loadavg.Read(),
 		Start:      time.Now().UTC().Format(time.RFC3339),
 	}
-}
-
-// loadAvg is the 1, 5 and 15 minute load average, "" where unknown.
-func loadAvg() string {
-	b, err := os.ReadFile("/proc/loadavg")
-	if err != nil {
-		return ""
-	}
-	f := strings.Fields(string(b))
-	if len(f) < 3 {
-		return ""
-	}
-	return strings.Join(f[:3], " ")
 }
 
 func loadNote(m machine) string {

@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"github.com/hashicorp/raft"
+
+	"github.com/reconf/reconf/internal/loadavg"
 )
 
 const rawHelp = `Raw hashicorp/raft Apply throughput, without HTTP. Starts three Raft nodes
@@ -163,7 +165,7 @@ func runRaw(ctx context.Context, args []string) error {
 	if ctx.Err() != nil {
 		return fmt.Errorf("interrupted")
 	}
-	m.LoadAfter = loadAvg()
+	m.LoadAfter = loadavg.Read()
 
 	r := rawResult{
 		Mode: "raw", Store: *store, Pack: *pack, CmdBytes: *cmdBytes,
