@@ -39,6 +39,7 @@ fuzz:
 	$(GO) test ./snapshot/ -run '^$$' -fuzz '^FuzzReader$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 3s
 	$(GO) test ./transport/ -run '^$$' -fuzz '^FuzzRequestDecoders$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 3s
 	$(GO) test ./transport/ -run '^$$' -fuzz '^FuzzHandler$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 3s
+	$(GO) test ./transport/ -run '^$$' -fuzz '^FuzzFlatDecode$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 3s
 	$(GO) test ./transport/ -run '^$$' -fuzz '^FuzzParseTokens$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 3s
 	$(GO) test ./cluster/ -run '^$$' -fuzz '^FuzzParsePeers$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 3s
 

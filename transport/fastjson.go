@@ -23,7 +23,16 @@ type jsonAppender interface {
 	appendJSON(b []byte) (out []byte, ok bool)
 }
 
+// jsonBufs holds the buffers answers are rendered into (one batch answer
+// can be megabytes: reusing them saves allocating, zeroing and growing).
 var jsonBufs = sync.Pool{New: func() any { b := make([]byte, 0, 4096); return &b }}
+
+// putJSONBuf returns a buffer to jsonBufs unless it grew too large to keep.
+func putJSONBuf(bp *[]byte) {
+	if cap(*bp) <= 8<<20 {
+		jsonBufs.Put(bp)
+	}
+}
 
 // writeFastJSON writes v with its appender, as writeJSON would with
 // encoding/json (a trailing newline included). false: v has no appender for
@@ -34,7 +43,7 @@ func writeFastJSON(w http.ResponseWriter, status int, v any) bool {
 		return false
 	}
 	bp := jsonBufs.Get().(*[]byte)
-	defer jsonBufs.Put(bp)
+	defer putJSONBuf(bp)
 	out, ok := a.appendJSON((*bp)[:0])
 	if !ok {
 		return false

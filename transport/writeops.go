@@ -68,8 +68,11 @@ func (o *op[Req]) prepare(body []byte, in opInput, now time.Time) (prepared, err
 			// A body here would be silently ignored, a request_id in it too.
 			return prepared{}, badField("body", "must be empty: this route takes its input from the path and query (request_id too)")
 		}
-	} else if err := decodeStrict(bytes.NewReader(body), req); err != nil {
-		return prepared{}, err
+	} else if !decodeFast(body, req) {
+		*req = *new(Req) // the fast path may have set some fields
+		if err := decodeStrict(bytes.NewReader(body), req); err != nil {
+			return prepared{}, err
+		}
 	}
 	cmd, err := o.build(req, in, now)
 	if err != nil {

@@ -15,6 +15,7 @@ import (
 	"os"
 	"runtime"
 	"runtime/debug"
+	"runtime/pprof"
 	"sort"
 	"strconv"
 	"strings"
@@ -91,6 +92,7 @@ Examples:
 			&cli.IntFlag{Name: "preload", Usage: "first add `N` sessions to the state (in batches; not measured)"},
 			&cli.StringFlag{Name: "label", Usage: "a `label` for this run in the JSON output (e.g. the log store)"},
 			&cli.BoolFlag{Name: "quiet", Aliases: []string{"q"}, Usage: "no progress line"},
+			&cli.StringFlag{Name: "cpuprofile", Usage: "write the load generator's own CPU profile (warm-up included) to `file`, for go tool pprof"},
 		},
 		Action: action(s, 0, 0, "", bench),
 	}
@@ -174,6 +176,17 @@ func bench(_ context.Context, c *cli.Context, x *conn) error {
 	b, err := newBencher(c, x, cfg)
 	if err != nil {
 		return err
+	}
+	if path := c.String("cpuprofile"); path != "" {
+		f, err := os.Create(path)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return err
+		}
+		defer pprof.StopCPUProfile()
 	}
 	return b.run(ctx)
 }
@@ -348,6 +361,8 @@ type benchWorker struct {
 	fpCount int
 
 	batch []benchPair // the batch op's sessions
+	ops   []byte      // the batch's operations, being written
+	body  []byte      // the batch request's body
 }
 
 type benchPair struct {
@@ -587,41 +602,50 @@ func (w *benchWorker) do(ctx context.Context, kind int) (items int, err error) {
 		return 0, w.conn.do(ctx, http.MethodGet, "/v1/footprints/"+url.PathEscape(w.authA), nil, nil)
 	}
 	// batch
-	ops := make([]transport.BatchOperation, len(w.batch))
+	w.ops = w.ops[:0]
 	for j, p := range w.batch {
 		from, to := p.a, p.b
 		if !p.atA {
 			from, to = to, from
 		}
-		ops[j] = transport.NewBatchOperation("delegate", transport.DelegationRequest{SessionID: p.sess, FromAuthority: from, ToAuthority: to,
+		if j > 0 {
+			w.ops = append(w.ops, ',')
+		}
+		w.ops, err = appendBatchOp(w.ops, "delegate", transport.DelegationRequest{SessionID: p.sess, FromAuthority: from, ToAuthority: to,
 			BundleID: "device_migration", RequestID: b.id("b", w.idx, w.seq*uint64(transport.MaxBatchOperations)+uint64(j))})
+		if err != nil {
+			return 0, err
+		}
 	}
-	var resp struct {
-		Results []struct {
-			Status int                    `json:"status"`
-			Error  *transport.ErrorDetail `json:"error"`
-		} `json:"results"`
-	}
-	if err := w.conn.do(ctx, http.MethodPost, "/v1/batch", transport.BatchRequest{Operations: ops}, &resp); err != nil {
+	w.body = batchBody(w.body, w.ops)
+	answer, err := w.conn.doRaw(ctx, http.MethodPost, "/v1/batch", w.body)
+	if err != nil {
 		w.resyncBatch(ctx)
 		return 0, err
 	}
 	var failed error
-	for j, r := range resp.Results {
-		if j >= len(w.batch) {
-			break
-		}
-		if r.Status == http.StatusOK {
+	n := 0
+	err = scanBatchResults(answer, func(j, status int, result []byte) {
+		n++
+		switch {
+		case j >= len(w.batch):
+		case status == http.StatusOK:
 			w.batch[j].atA = !w.batch[j].atA
 			items++
-		} else if failed == nil && r.Error != nil {
-			failed = &transport.APIError{Status: r.Status, Code: r.Error.Code, Message: r.Error.Message}
+		case failed == nil:
+			failed = batchError(status, result)
 		}
+	})
+	if err == nil && n != len(w.batch) {
+		err = fmt.Errorf("batch answer: %d results for %d operations", n, len(w.batch))
 	}
-	if failed != nil {
+	if err == nil {
+		err = failed
+	}
+	if err != nil {
 		w.resyncBatch(ctx)
 	}
-	return items, failed
+	return items, err
 }
 
 // holdsAt reports whether auth holds sess (native or delegated in).

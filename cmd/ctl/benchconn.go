@@ -43,18 +43,27 @@ func (c *benchConn) do(ctx context.Context, method, path string, body, out any) 
 			return err
 		}
 	}
+	msg, err := c.doRaw(ctx, method, path, payload)
+	if err != nil || out == nil {
+		return err
+	}
+	return json.Unmarshal(msg, out)
+}
+
+// doRaw sends one request with a JSON body already encoded (nil: none) and
+// returns a 200 answer's body, valid until the next request. A non-200
+// answer is an *transport.APIError.
+func (c *benchConn) doRaw(ctx context.Context, method, path string, payload []byte) ([]byte, error) {
 	status, msg, err := c.Do(ctx, method, path, payload)
 	switch {
 	case err != nil:
-		return err
+		return nil, err
 	case status != http.StatusOK:
 		var eb transport.ErrorBody
 		if json.Unmarshal(msg, &eb) == nil && eb.Error.Code != "" {
-			return &transport.APIError{Status: status, Code: eb.Error.Code, Message: eb.Error.Message}
+			return nil, &transport.APIError{Status: status, Code: eb.Error.Code, Message: eb.Error.Message}
 		}
-		return &transport.APIError{Status: status, Code: transport.CodeInternal, Message: fmt.Sprintf("%d %s %s", status, http.StatusText(status), bytes.TrimSpace(msg))}
-	case out != nil:
-		return json.Unmarshal(msg, out)
+		return nil, &transport.APIError{Status: status, Code: transport.CodeInternal, Message: fmt.Sprintf("%d %s %s", status, http.StatusText(status), bytes.TrimSpace(msg))}
 	}
-	return nil
+	return msg, nil
 }
