@@ -123,18 +123,23 @@ const untracked = -1
 // flatObject reads an object whose members are all among fields, with
 // plain string values.
 func (s *flatScanner) flatObject(fields []flatField) bool {
-	return s.members(func(name []byte) (int, bool) {
-		for k := range fields {
-			if fields[k].name == string(name) {
-				v, ok := s.plainString()
-				if ok {
-					*fields[k].dst = string(v)
-				}
-				return k, ok
+	return s.members(func(name []byte) (int, bool) { return s.flatMember(fields, name) })
+}
+
+// flatMember reads the value of the member called name into its field and
+// returns the field's number; false if name is none of fields or the
+// value is not a plain string.
+func (s *flatScanner) flatMember(fields []flatField, name []byte) (int, bool) {
+	for k := range fields {
+		if fields[k].name == string(name) {
+			v, ok := s.plainString()
+			if ok {
+				*fields[k].dst = string(v)
 			}
+			return k, ok
 		}
-		return 0, false
-	})
+	}
+	return 0, false
 }
 
 // decodeFlat decodes body, a flat object of fields, as the whole input.
@@ -202,16 +207,7 @@ func (s *flatScanner) batchOperation(o *BatchOperation) bool {
 		if string(name) == "request" {
 			return len(fields), s.rawFlatObject(&o.Request)
 		}
-		for k := range fields {
-			if fields[k].name == string(name) {
-				v, ok := s.plainString()
-				if ok {
-					*fields[k].dst = string(v)
-				}
-				return k, ok
-			}
-		}
-		return 0, false
+		return s.flatMember(fields[:], name)
 	})
 }
 
