@@ -22,8 +22,12 @@ func appendBatchOp(b []byte, op string, req any) ([]byte, error) {
 	if err != nil {
 		return b, err
 	}
+	name, err := json.Marshal(op)
+	if err != nil {
+		return b, err
+	}
 	b = append(b, `{"op":`...)
-	b = strconv.AppendQuote(b, op) // op names are plain ASCII: Go's and JSON's quoting agree
+	b = append(b, name...)
 	b = append(b, `,"request":`...)
 	b = append(b, r...)
 	return append(b, '}'), nil
@@ -46,8 +50,8 @@ func scanBatchResults(body []byte, fn func(j, status int, result []byte)) error 
 		return errBadBatchAnswer
 	}
 	sawResults := false
-	for !s.consume('}') {
-		if sawResults && !s.consume(',') {
+	for first := true; !s.consume('}'); first = false {
+		if !first && !s.consume(',') {
 			return errBadBatchAnswer
 		}
 		name, ok := s.str()
@@ -59,6 +63,9 @@ func scanBatchResults(body []byte, fn func(j, status int, result []byte)) error 
 				return errBadBatchAnswer
 			}
 			continue
+		}
+		if sawResults {
+			return errBadBatchAnswer // twice: which one would count?
 		}
 		sawResults = true
 		if !s.consume('[') {

@@ -76,9 +76,17 @@ func TestScanBatchResultsRefusesOtherShapes(t *testing.T) {
 	body := randomBatchAnswer(r, 5, false)
 	for _, bad := range []string{``, `{}`, `[]`, `{"results":{}}`, `{"results":[{"result":{}}]}`,
 		`{"results":[{"status":"200"}]}`, `{"results":[{"status":200}]} x`, `{"results":[{"status":200},]}`,
+		`{"x":1 "results":[{"status":200}]}`, `{"results":[{"status":200}],"results":[{"status":500}]}`,
 		strings.Replace(string(body), `"status":200`, `"status":200,"status":200`, 1)} {
 		if err := scanBatchResults([]byte(bad), func(int, int, []byte) {}); err == nil {
 			t.Errorf("%s: accepted", bad)
+		}
+	}
+	// Other members, before or after the results, are skipped.
+	for _, good := range []string{`{"leader":"x","results":[{"status":200}]}`, `{"results":[{"status":200}],"n":[1,{"a":"]"}]}`} {
+		n := 0
+		if err := scanBatchResults([]byte(good), func(int, int, []byte) { n++ }); err != nil || n != 1 {
+			t.Errorf("%s: %d results, %v", good, n, err)
 		}
 	}
 	// Every truncation of a good answer is refused, and none panics.
