@@ -8,6 +8,8 @@
 #   STORES=wal CONC="1 64" DURATION=5s scripts/bench-series.sh
 #   BEFORE_BIN=/path/to/old/bin scripts/bench-series.sh   # also an older reconfd, labelled $BEFORE_LABEL ("before")
 #   REPEAT=3 scripts/bench-series.sh        # each run three times (the plot takes the median)
+#   PARTS=state scripts/bench-series.sh     # only some parts: main (concurrency and shapes),
+#                                           # state (1,000 vs 1,000,000 sessions), before
 #
 # Runs are closed-loop, delegations only, sent to the leader (--leader-only),
 # 2s warm-up. `uptime` is recorded next to every run (load.txt).
@@ -47,24 +49,36 @@ print(f'{sys.argv[1]}: {r["delegations_per_sec"]:.0f} delegations/s, {t["ops_per
 PY
 }
 
+PARTS=${PARTS:-main state before}
+part() { case " $PARTS " in *" $1 "*) return 0 ;; esac; return 1; }
+
 for store in $STORES; do
-  start_cluster ./bin --log-store "$store"
-  for c in $CONC; do
-    bench "$store-c$c" "$store" --mix delegate=100 --concurrency "$c" --duration "$DURATION" --leader-only
-  done
-  bench "$store-followers-c64" "$store via followers" --mix delegate=100 --concurrency 64 --duration "$DURATION"
-  bench "$store-read-c1" "$store" --mix read=100 --concurrency 1 --duration "$DURATION" --leader-only
-  bench "$store-mix-c64" "$store" --concurrency 64 --duration "$DURATION"
-  bench "$store-batch-c4" "$store" --mix batch=1 --batch-size 1000 --concurrency 4 --duration "$DURATION" --leader-only
-  # The same load with a large state: first 1,000 sessions, then 1,000,000.
-  $CTL bench --preload 1000 --mix read=1 --count 1 --warmup 0s --quiet >/dev/null
-  bench "$store-state1k-c64" "$store" --mix delegate=100 --concurrency 64 --duration "$DURATION" --leader-only
-  $CTL bench --preload 999000 --mix read=1 --count 1 --warmup 0s --quiet --timeout 10m >/dev/null
-  bench "$store-state1m-c64" "$store" --mix delegate=100 --concurrency 64 --duration "$DURATION" --leader-only
-  stop_cluster
+  if part main; then
+    start_cluster ./bin --log-store "$store"
+    for c in $CONC; do
+      bench "$store-c$c" "$store" --mix delegate=100 --concurrency "$c" --duration "$DURATION" --leader-only
+    done
+    bench "$store-followers-c64" "$store via followers" --mix delegate=100 --concurrency 64 --duration "$DURATION"
+    bench "$store-read-c1" "$store" --mix read=100 --concurrency 1 --duration "$DURATION" --leader-only
+    bench "$store-mix-c64" "$store" --concurrency 64 --duration "$DURATION"
+    bench "$store-batch-c4" "$store" --mix batch=1 --batch-size 1000 --concurrency 4 --duration "$DURATION" --leader-only
+    stop_cluster
+  fi
+  if part state; then
+    # The same load on a state of 1,000 sessions and on one of 1,000,000,
+    # each on a fresh cluster: a cluster that has run the rows above holds
+    # millions of facts already, and the snapshots of that state would
+    # fall into both.
+    for n in 1k:1000 1m:1000000; do
+      start_cluster ./bin --log-store "$store"
+      $CTL bench --preload "${n#*:}" --mix read=1 --count 1 --warmup 0s --quiet --timeout 10m >/dev/null
+      bench "$store-state${n%%:*}-c64" "$store" --mix delegate=100 --concurrency 64 --duration "$DURATION" --leader-only
+      stop_cluster
+    done
+  fi
 done
 
-if [ -n "${BEFORE_BIN:-}" ]; then
+if [ -n "${BEFORE_BIN:-}" ] && part before; then
   start_cluster "$BEFORE_BIN"
   for c in $CONC; do
     bench "before-c$c" "${BEFORE_LABEL:-before}" --mix delegate=100 --concurrency "$c" --duration "$DURATION" --leader-only
