@@ -95,6 +95,18 @@ func benchSpread(n, k int) []int {
 	return out
 }
 
+// delegatePingPong is a state of n sessions and the delegations that move
+// up to 1,000 of them (spread over the state) back and forth.
+func delegatePingPong(b *testing.B, n int) *pingPong[Command] {
+	pp := &pingPong[Command]{s: benchState(b, n), index: uint64(n)}
+	for _, i := range benchSpread(n, 1000) {
+		fwd, back := benchPair(n, i)
+		pp.fwd = append(pp.fwd, Command{Op: &Delegate{Delegation: fwd}})
+		pp.back = append(pp.back, Command{Op: &Delegate{Delegation: back}})
+	}
+	return pp
+}
+
 // BenchmarkDelegate measures one accepted delegation per op. It cycles
 // through up to 1,000 sessions spread over the state (100 at 1,000
 // sessions: one per authority), so at 1,000,000 sessions the tree paths it
@@ -106,13 +118,7 @@ func BenchmarkDelegate(b *testing.B) {
 		b.Run(fmt.Sprintf("sessions=%d", n), func(b *testing.B) {
 			if pp == nil {
 				start := time.Now()
-				s := benchState(b, n)
-				pp = &pingPong[Command]{s: s, index: uint64(n)}
-				for _, i := range benchSpread(n, 1000) {
-					fwd, back := benchPair(n, i)
-					pp.fwd = append(pp.fwd, Command{Op: &Delegate{Delegation: fwd}})
-					pp.back = append(pp.back, Command{Op: &Delegate{Delegation: back}})
-				}
+				pp = delegatePingPong(b, n)
 				b.Logf("built %d sessions, %d authorities in %v", n, benchAuthorities(n), time.Since(start).Round(time.Millisecond))
 				runtime.GC()
 			}

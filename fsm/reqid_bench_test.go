@@ -21,17 +21,11 @@ func BenchmarkDelegateRequestID(b *testing.B) {
 	}
 	b.Run("table=full", func(b *testing.B) {
 		if pp == nil {
-			s := benchState(b, n)
-			pp = &pingPong[Command]{s: s, index: uint64(n)}
-			for _, i := range benchSpread(n, 1000) {
-				fwd, back := benchPair(n, i)
-				pp.fwd = append(pp.fwd, Command{Op: &Delegate{Delegation: fwd}})
-				pp.back = append(pp.back, Command{Op: &Delegate{Delegation: back}})
-			}
+			pp = delegatePingPong(b, n)
 			for range MaxRequestIDs {
 				pp.index++
 				next++
-				if r := s.Apply(pp.index, Command{RequestID: requestID(next), Op: &SetCapabilities{Reconfiguration: true}}); r.Err != nil {
+				if r := pp.s.Apply(pp.index, Command{RequestID: requestID(next), Op: &SetCapabilities{Reconfiguration: true}}); r.Err != nil {
 					b.Fatal(r.Err)
 				}
 			}
