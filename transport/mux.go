@@ -88,14 +88,49 @@ func ListenMux(cfg MuxConfig) (*Mux, error) {
 // Addr is the advertised Raft address.
 func (m *Mux) Addr() net.Addr { return m.advertise }
 
-// Close stops accepting; open connections are closed by their owners.
+// Close stops accepting. Connections already handed to their owners (Raft,
+// the forwarding server) are closed by them; those routed but not yet
+// accepted have no owner, and are closed here: left open, a peer that sent
+// a request on one would wait for its own timeout for an answer that never
+// comes.
 func (m *Mux) Close() error {
 	var err error
 	m.closeOnce.Do(func() {
 		close(m.closed)
 		err = m.ln.Close()
 	})
+	m.dropQueued()
 	return err
+}
+
+// dropQueued closes the connections waiting to be accepted.
+func (m *Mux) dropQueued() {
+	for _, ch := range []chan net.Conn{m.raftConns, m.forwardConns} {
+		for drained := false; !drained; {
+			select {
+			case c := <-ch:
+				c.Close()
+			default:
+				drained = true
+			}
+		}
+	}
+}
+
+// accept takes the next connection routed to ch; once the Mux is closed it
+// takes none, even if some are queued (Close drops them).
+func (m *Mux) accept(ch chan net.Conn) (net.Conn, bool) {
+	select {
+	case <-m.closed:
+		return nil, false
+	default:
+	}
+	select {
+	case c := <-ch:
+		return c, true
+	case <-m.closed:
+		return nil, false
+	}
 }
 
 func (m *Mux) acceptLoop() {
@@ -152,6 +187,13 @@ func (m *Mux) route(conn net.Conn) {
 	}
 	select {
 	case ch <- conn:
+		// Close may have dropped the queue just before this send: then
+		// nobody else will.
+		select {
+		case <-m.closed:
+			m.dropQueued()
+		default:
+		}
 	case <-m.closed:
 		conn.Close()
 	}
@@ -191,12 +233,10 @@ func (m *Mux) RaftLayer() raft.StreamLayer { return &raftLayer{m: m} }
 type raftLayer struct{ m *Mux }
 
 func (l *raftLayer) Accept() (net.Conn, error) {
-	select {
-	case c := <-l.m.raftConns:
+	if c, ok := l.m.accept(l.m.raftConns); ok {
 		return c, nil
-	case <-l.m.closed:
-		return nil, errors.New("raft port closed")
 	}
+	return nil, errors.New("raft port closed")
 }
 
 func (l *raftLayer) Close() error   { return l.m.Close() }
@@ -215,12 +255,10 @@ func (m *Mux) ForwardListener() net.Listener { return &forwardListener{m: m} }
 type forwardListener struct{ m *Mux }
 
 func (l *forwardListener) Accept() (net.Conn, error) {
-	select {
-	case c := <-l.m.forwardConns:
+	if c, ok := l.m.accept(l.m.forwardConns); ok {
 		return c, nil
-	case <-l.m.closed:
-		return nil, net.ErrClosed
 	}
+	return nil, net.ErrClosed
 }
 
 func (l *forwardListener) Close() error   { return nil } // the Mux owns the socket
