@@ -412,3 +412,71 @@ func TestBackupRestoreOnNode(t *testing.T) {
 		t.Fatalf("after restart: %d %x, before %d %x", idx2, d2, idx, d)
 	}
 }
+
+// TestLinearizableReadsConfirmOnTheRaftPort: on a three-node cluster over
+// real TCP, linearizable reads are confirmed by rounds on the Raft stream
+// (no fallback to the log), at most one per read, a read sees
+// every write acknowledged before it, and followers refuse.
+func TestLinearizableReadsConfirmOnTheRaftPort(t *testing.T) {
+	n1 := newNode(t, "r1", true)
+	defer n1.close()
+	waitReady(t, n1.n)
+	n2 := newNode(t, "r2", false)
+	defer n2.close()
+	n3 := newNode(t, "r3", false)
+	defer n3.close()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	for _, tn := range []*tnode{n2, n3} {
+		if err := n1.n.Join(ctx, tn.id, tn.addr, true); err != nil {
+			t.Fatal(err)
+		}
+	}
+	before := n1.n.ReadStats()
+	a := fsm.AuthorityID(uuid())
+	var wg sync.WaitGroup
+	errs := make(chan error, 64)
+	for c := 0; c < 16; c++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := 0; i < 20; i++ {
+				s := fsm.SessionID(uuid())
+				res, err := n1.n.Propose(ctx, native(a, s))
+				if err != nil {
+					errs <- err
+					return
+				}
+				if err := n1.n.LinearizableRead(ctx); err != nil {
+					errs <- err
+					return
+				}
+				if got := n1.n.FSM().AppliedIndex(); got < res.Index {
+					errs <- fmt.Errorf("read after write %d served at %d", res.Index, got)
+					return
+				}
+				if !containsSession(footprint(n1.n, a).Native, s) {
+					errs <- fmt.Errorf("read after write misses session %s", s)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	after := n1.n.ReadStats()
+	rounds := after.Rounds - before.Rounds
+	if rounds == 0 || rounds > 320 {
+		t.Fatalf("320 reads took %d confirmation rounds", rounds)
+	}
+	if f := after.Fallbacks - before.Fallbacks; f != 0 {
+		t.Fatalf("%d rounds fell back to the log: the followers did not answer on the Raft port", f)
+	}
+	t.Logf("320 reads in %d rounds", rounds)
+	if err := n2.n.LinearizableRead(ctx); !errors.Is(err, cluster.ErrNotLeader) {
+		t.Fatalf("follower read: %v", err)
+	}
+}

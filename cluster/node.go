@@ -8,6 +8,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"path/filepath"
 	"sync"
@@ -106,6 +107,14 @@ type Node struct {
 	transport *raft.NetworkTransport
 	proposer  *proposer
 
+	// Linearizable reads (readindex.go): rounds of leadership
+	// confirmation on the Raft stream, shared by concurrent reads.
+	stream  *splitLayer
+	confirm *confirmer
+	readQ   readBatcher
+	reads   readCounters
+	view    atomic.Pointer[raft.Raft] // set once Raft runs; confirmations are answered from it
+
 	// readyTerm is the term in which this node, as leader, has committed
 	// its term-start marker; reads are served only when it equals the
 	// current term (Raft §6.4).
@@ -155,8 +164,11 @@ func Open(cfg Config) (*Node, error) {
 		store.Close()
 		return nil, err
 	}
+	n.stream = newSplitLayer(cfg.StreamLayer, logger.Named("raft-stream"), n.serveConfirm)
+	n.confirm = newConfirmer(n.stream.dialConfirm)
+	n.readQ.run = n.readIndexRound
 	trans := raft.NewNetworkTransportWithConfig(&raft.NetworkTransportConfig{
-		Stream:  cfg.StreamLayer,
+		Stream:  n.stream,
 		MaxPool: 5,
 		Timeout: 10 * time.Second,
 		Logger:  logger.Named("raft-net"),
@@ -182,6 +194,7 @@ func Open(cfg Config) (*Node, error) {
 		return nil, explainStartError(cfg.DataDir, err)
 	}
 	n.raft, n.fsm, n.transport = r, f, trans
+	n.view.Store(r)
 	n.proposer = newProposer(n)
 
 	if cfg.Bootstrap {
@@ -346,11 +359,23 @@ func (n *Node) ProposeAll(ctx context.Context, cmds []fsm.Command) []Applied {
 }
 
 // LinearizableRead makes the next local read linearizable (Raft §6.4 read
-// index): the node must lead, have committed an entry in its current term,
-// still lead after noting the commit index, and have applied up to it.
+// index, readindex.go): the node must lead, have committed an entry in its
+// current term, confirm after the read arrived that it still leads, and
+// have applied everything committed before the confirmation began.
 func (n *Node) LinearizableRead(ctx context.Context) error {
+	index, err := n.ReadIndex(ctx)
+	if err != nil {
+		return err
+	}
+	return n.fsm.WaitApplied(ctx, index)
+}
+
+// ReadIndex returns an index that a read arriving now must observe: once
+// the state has applied it, a local read is linearizable. Concurrent
+// callers share one leadership confirmation.
+func (n *Node) ReadIndex(ctx context.Context) (uint64, error) {
 	if n.raft.State() != raft.Leader {
-		return ErrNotLeader
+		return 0, ErrNotLeader
 	}
 	term := n.raft.CurrentTerm()
 	for n.readyTerm.Load() != term {
@@ -363,22 +388,25 @@ func (n *Node) LinearizableRead(ctx context.Context) error {
 		select {
 		case <-ch:
 		case <-ctx.Done():
-			return ctx.Err()
+			return 0, ctx.Err()
 		case <-n.stop:
-			return ErrShutdown
+			return 0, ErrShutdown
 		}
 		if n.raft.State() != raft.Leader || n.raft.CurrentTerm() != term {
-			return ErrNotLeader
+			return 0, ErrNotLeader
 		}
 	}
-	commit := n.raft.CommitIndex()
-	if err := n.raft.VerifyLeader().Error(); err != nil {
-		return ErrNotLeader
+	return n.readQ.wait(ctx, n.stop)
+}
+
+// serveConfirm answers a leader's confirmation requests (readindex.go).
+func (n *Node) serveConfirm(conn net.Conn) {
+	r := n.view.Load()
+	if r == nil {
+		conn.Close()
+		return
 	}
-	if n.raft.CurrentTerm() != term {
-		return ErrNotLeader
-	}
-	return n.fsm.WaitApplied(ctx, commit)
+	serveConfirm(r, conn)
 }
 
 // Shutdown stops the node. A leader first hands leadership to a caught-up
@@ -399,6 +427,7 @@ func (n *Node) Shutdown(ctx context.Context) error {
 		}
 		close(n.stop)
 		n.proposer.close()
+		n.confirm.close()
 		err = n.raft.Shutdown().Error()
 		n.wg.Wait()
 		if e := n.transport.Close(); err == nil {

@@ -114,11 +114,13 @@ var (
 	descEntries    = prometheus.NewDesc("reconf_footprint_entries", "Session entries across all authority footprints.", nil, nil)
 	descBundles    = prometheus.NewDesc("reconf_bundles", "Registered bundles.", nil, nil)
 	descStorage    = prometheus.NewDesc("reconf_storage_failing", "1 while this node cannot write its Raft log (full or failing disk), else 0.", nil, nil)
+	descReadRounds = prometheus.NewDesc("reconf_read_index_rounds_total", "Leadership confirmation rounds run for linearizable reads (concurrent reads share one).", nil, nil)
+	descReadFall   = prometheus.NewDesc("reconf_read_index_fallbacks_total", "Confirmation rounds that got too few answers on the Raft port and confirmed through the log instead.", nil, nil)
 )
 
 func (c *nodeCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descTerm, descCommit, descApplied, descLastIndex, descLeader, descContact,
-		descViolations, descFacts, descLive, descEntries, descBundles, descStorage} {
+		descViolations, descFacts, descLive, descEntries, descBundles, descStorage, descReadRounds, descReadFall} {
 		ch <- d
 	}
 }
@@ -150,4 +152,7 @@ func (c *nodeCollector) Collect(ch chan<- prometheus.Metric) {
 		failing = 1
 	}
 	gauge(descStorage, failing)
+	rs := c.node.ReadStats()
+	ch <- prometheus.MustNewConstMetric(descReadRounds, prometheus.CounterValue, float64(rs.Rounds))
+	ch <- prometheus.MustNewConstMetric(descReadFall, prometheus.CounterValue, float64(rs.Fallbacks))
 }
