@@ -403,3 +403,80 @@ func staleReads(ops []*Op, faults []*Fault) (all, inFault []string) {
 	}
 	return all, inFault
 }
+
+// CheckReadIndexes fails any successful read served at an index below the
+// highest index acknowledged to any client before the read was invoked: a
+// linearizable read must reflect every write that finished before it
+// began. It judges each read by the index its answer reported
+// (X-Reconf-Index), independently of porcupine's search, so a stale read
+// is caught whatever the read happened to return. Reads with no index (an
+// older server) are counted, not judged.
+func CheckReadIndexes(ops []*Op, faults []*Fault) Verdict {
+	v := Verdict{Valid: true, Stats: map[string]any{}}
+	type ack struct {
+		done  int64
+		index uint64
+		id    int64
+	}
+	var acks []ack
+	for _, op := range ops {
+		switch op.F {
+		case mReadSession, mReadFootprnt:
+			continue
+		}
+		if op.Type == TypeOK && op.Index > 0 && op.Complete != Never {
+			acks = append(acks, ack{op.Complete, op.Index, op.ID})
+		}
+	}
+	sort.Slice(acks, func(i, j int) bool { return acks[i].done < acks[j].done })
+	// best[i]: the acknowledgement with the highest index among acks[:i+1].
+	best := make([]ack, len(acks))
+	for i, a := range acks {
+		best[i] = a
+		if i > 0 && best[i-1].index > a.index {
+			best[i] = best[i-1]
+		}
+	}
+	faultAt := func(t int64) string {
+		for _, f := range faults {
+			if f.Start <= t && (f.End < 0 || t <= f.End) {
+				return fmt.Sprintf(" (during %s %v)", f.Kind, f.Nodes)
+			}
+		}
+		return ""
+	}
+	unindexed, probes := 0, 0
+	for _, op := range ops {
+		if (op.F != mReadSession && op.F != mReadFootprnt) || op.Type != TypeOK {
+			continue
+		}
+		if op.Index == 0 {
+			unindexed++
+			continue
+		}
+		v.Checked++
+		if op.Probe != "" {
+			probes++
+		}
+		// The acknowledgements that completed before the read began.
+		k := sort.Search(len(acks), func(i int) bool { return acks[i].done >= op.Invoke })
+		if k == 0 {
+			continue
+		}
+		if b := best[k-1]; op.Index < b.index {
+			node := ""
+			if len(op.Attempts) > 0 {
+				node = op.Attempts[len(op.Attempts)-1].Node
+			}
+			probe := ""
+			if op.Probe != "" {
+				probe = " (aimed " + op.Probe + ")"
+			}
+			v.fail("op %d: %s sent to %s at %.3fs%s was served at index %d, but op %d had been acknowledged at index %d at %.3fs%s",
+				op.ID, op.F, node, float64(op.Invoke)/1e9, probe, op.Index, b.id, b.index, float64(b.done)/1e9, faultAt(op.Invoke))
+		}
+	}
+	v.Stats["reads_without_index"] = unindexed
+	v.Stats["probe_reads"] = probes
+	return v
+}

@@ -2,8 +2,12 @@ package jepsen
 
 import (
 	"bufio"
+	"compress/gzip"
 	"encoding/json"
+	"fmt"
+	"io"
 	"os"
+	"strings"
 	"sort"
 	"sync"
 	"time"
@@ -44,6 +48,7 @@ type Op struct {
 	Tag       string    `json:"tag,omitempty"`
 	RequestID string    `json:"request_id,omitempty"`
 	Final     bool      `json:"final,omitempty"` // a read made after healing
+	Probe     string    `json:"probe,omitempty"` // a read the nemesis aimed at a node: when (during-pause, after-resume)
 	Invoke    int64     `json:"invoke_ns"`
 	Complete  int64     `json:"complete_ns"` // Never for info
 	Type      string    `json:"type"`
@@ -51,7 +56,7 @@ type Op struct {
 	Error     string    `json:"error,omitempty"`
 	Attempts  []Attempt `json:"attempts,omitempty"`
 	FactSeq   uint64    `json:"fact_seq,omitempty"`
-	Index     uint64    `json:"index,omitempty"`   // Raft index an acknowledged write was applied at
+	Index     uint64    `json:"index,omitempty"`   // write: the Raft index it was applied at; read: the applied index its answer reflected (X-Reconf-Index)
 	Resend    *Resend   `json:"resend,omitempty"`  // the same request sent again after the answer
 	Classes   []uint8   `json:"classes,omitempty"` // read_footprint: every session's class at A
 	Missing   bool      `json:"missing,omitempty"` // read_footprint: authority_not_found
@@ -185,4 +190,54 @@ func (h *History) WriteJSONL(path string) error {
 		return err
 	}
 	return f.Close()
+}
+
+// ReadHistoryJSONL reads a history.jsonl written by WriteJSONL (gzipped
+// when the name ends in .gz): its ops in invocation order and its faults
+// with their heal times. It lets a recorded run be checked again.
+func ReadHistoryJSONL(path string) ([]*Op, []*Fault, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, nil, err
+	}
+	defer f.Close()
+	var r io.Reader = f
+	if strings.HasSuffix(path, ".gz") {
+		zr, err := gzip.NewReader(f)
+		if err != nil {
+			return nil, nil, fmt.Errorf("%s: %w", path, err)
+		}
+		defer zr.Close()
+		r = zr
+	}
+	var ops []*Op
+	var faults []*Fault
+	byID := map[int]*Fault{}
+	dec := json.NewDecoder(bufio.NewReader(r))
+	for line := 1; ; line++ {
+		var l historyLine
+		if err := dec.Decode(&l); err == io.EOF {
+			break
+		} else if err != nil {
+			return nil, nil, fmt.Errorf("%s: record %d: %w", path, line, err)
+		}
+		switch {
+		case l.Kind == "op" && l.Op != nil:
+			ops = append(ops, l.Op)
+		case l.Kind == "nemesis" && l.Nem != nil && l.Nem.Fault != nil:
+			if f := byID[l.Nem.ID]; f != nil {
+				if l.Nem.Phase == "heal" {
+					f.End = l.Time
+				}
+				continue
+			}
+			fc := *l.Nem.Fault
+			byID[fc.ID] = &fc
+			faults = append(faults, &fc)
+		default:
+			return nil, nil, fmt.Errorf("%s: record %d: neither an op nor a nemesis event", path, line)
+		}
+	}
+	sort.SliceStable(ops, func(i, j int) bool { return ops[i].Invoke < ops[j].Invoke })
+	return ops, faults, nil
 }

@@ -31,6 +31,10 @@ type Nemesis struct {
 	logf   func(string, ...any)
 	Calm   [2]time.Duration // healthy time between faults: [min, max)
 	Hold   [2]time.Duration // how long a fault lasts: [min, max)
+	// Probe, when set, aims reads at a node (workload.go, Probe): a
+	// paused leader gets them while it is stopped, so they are waiting
+	// in its sockets when it resumes, and again right after SIGCONT.
+	Probe  func(n *Node, when string)
 	active *activeFault
 }
 
@@ -231,8 +235,16 @@ func (nm *Nemesis) Heal(ctx context.Context) {
 		paused := n.paused
 		n.mu.Unlock()
 		if paused {
+			if nm.Probe != nil {
+				nm.Probe(n, "during-pause")
+				// Let the probes reach the stopped node's sockets.
+				time.Sleep(100 * time.Millisecond)
+			}
 			if err := nm.c.Resume(n); err != nil {
 				errs = append(errs, err.Error())
+			}
+			if nm.Probe != nil {
+				nm.Probe(n, "after-resume")
 			}
 		}
 	}

@@ -187,6 +187,7 @@ func runPhases(ctx context.Context, cfg Config, cl *Cluster, h *History, sum *Su
 	wg.Add(1)
 	go func() { defer wg.Done(); w.Run(ctx, stopClients, cfg.Clients) }()
 	nem := NewNemesis(cl, h, cfg.Faults, cfg.Logf)
+	nem.Probe = func(n *Node, when string) { w.Probe(ctx, n.Index, when) }
 	if cfg.Calm[0] > 0 {
 		nem.Calm = cfg.Calm
 	}
@@ -200,6 +201,7 @@ func runPhases(ctx context.Context, cfg Config, cl *Cluster, h *History, sum *Su
 	sleepCtx(ctx, 5*time.Second)
 	close(stopClients)
 	wg.Wait()
+	w.WaitProbes()
 	if ctx.Err() != nil {
 		return ctx.Err()
 	}
@@ -232,7 +234,7 @@ func runPhases(ctx context.Context, cfg Config, cl *Cluster, h *History, sum *Su
 	// history, then everything the other checkers need.
 	for s := range w.Sessions {
 		for try := 0; try < 10 && fctx.Err() == nil; try++ {
-			if op := w.readSession(fctx, int(w.proc.Add(1)), -1, s, true); op.Type == TypeOK {
+			if op := w.readSession(fctx, int(w.proc.Add(1)), -1, s, readTag{final: true}); op.Type == TypeOK {
 				break
 			}
 			sleepCtx(fctx, 300*time.Millisecond)
@@ -240,7 +242,7 @@ func runPhases(ctx context.Context, cfg Config, cl *Cluster, h *History, sum *Su
 	}
 	for a := range w.Auths {
 		for try := 0; try < 10 && fctx.Err() == nil; try++ {
-			if op := w.readFootprint(fctx, int(w.proc.Add(1)), -1, a, true); op.Type == TypeOK {
+			if op := w.readFootprint(fctx, int(w.proc.Add(1)), -1, a, readTag{final: true}); op.Type == TypeOK {
 				break
 			}
 			sleepCtx(fctx, 300*time.Millisecond)
@@ -295,6 +297,7 @@ func runPhases(ctx context.Context, cfg Config, cl *Cluster, h *History, sum *Su
 		sum.Checkers["facts"] = CheckFacts(ops, facts, w)
 	}
 	sum.Checkers["exactly_once"] = CheckResends(ops)
+	sum.Checkers["read_index"] = CheckReadIndexes(ops, h.Faults())
 	ids := map[string]any{"sessions": w.Sessions, "authorities": w.Auths}
 	writeJSON(filepath.Join(cfg.ResultsDir, "ids.json"), ids)
 	return nil

@@ -41,6 +41,7 @@ type Workload struct {
 	hints  []hint
 
 	proc      atomic.Int64
+	probes    sync.WaitGroup
 	bundleSeq atomic.Int64
 	regMu     sync.Mutex
 	regOK     []string // acknowledged bundle ids, for duplicate attempts
@@ -179,10 +180,12 @@ func (w *Workload) read(hard context.Context, op *Op, i int, do func(ctx context
 	}
 	op.Invoke = w.h.Now()
 	actx, cancel := context.WithTimeout(hard, w.attemptTimeout)
+	actx, answer := transport.WithAnswerInfo(actx)
 	err := do(actx, w.c.Client(i))
 	cancel()
 	end := w.h.Now()
 	op.Attempts = []Attempt{{Node: w.c.Nodes[i].ID, Start: op.Invoke, End: end}}
+	op.Index = answer.Index
 	if err != nil {
 		op.Attempts[0].Err = err.Error()
 		op.Type, op.Complete, op.Error = TypeFail, end, err.Error()
@@ -212,6 +215,30 @@ func classOf(f transport.FootprintJSON, sess string) uint8 {
 	}
 	return ClassNone
 }
+
+// Probe aims linearizable reads at node i, all at once and without
+// waiting for them: every authority's footprint and every live session,
+// the reads a leader that does not know it was deposed would answer from
+// old state. Each read is an op of its own process.
+func (w *Workload) Probe(hard context.Context, i int, when string) {
+	for a := range w.Auths {
+		w.probes.Add(1)
+		go func() {
+			defer w.probes.Done()
+			w.readFootprint(hard, int(w.proc.Add(1)), i, a, readTag{probe: when})
+		}()
+	}
+	for s := range w.Sessions {
+		w.probes.Add(1)
+		go func() {
+			defer w.probes.Done()
+			w.readSession(hard, int(w.proc.Add(1)), i, s, readTag{probe: when})
+		}()
+	}
+}
+
+// WaitProbes waits for the reads Probe started.
+func (w *Workload) WaitProbes() { w.probes.Wait() }
 
 func newOp(proc int, f string) *Op { return &Op{Process: proc, F: f, Sess: -1, A: -1, B: -1} }
 
@@ -299,9 +326,9 @@ func (w *Workload) step(hard context.Context, proc int) bool {
 	case r < 0.44:
 		op = w.handoff(hard, proc)
 	case r < 0.64:
-		op = w.readSession(hard, proc, -1, mrand.IntN(len(w.Sessions)), false)
+		op = w.readSession(hard, proc, -1, mrand.IntN(len(w.Sessions)), readTag{})
 	case r < 0.88:
-		op = w.readFootprint(hard, proc, -1, mrand.IntN(len(w.Auths)), false)
+		op = w.readFootprint(hard, proc, -1, mrand.IntN(len(w.Auths)), readTag{})
 	default:
 		op = w.register(hard, proc)
 	}
@@ -438,9 +465,16 @@ func (w *Workload) handoff(hard context.Context, proc int) *Op {
 	return op
 }
 
-func (w *Workload) readSession(hard context.Context, proc, node, s int, final bool) *Op {
+// readTag says why a read was made, for the history: in the run (zero),
+// after healing, or aimed by the nemesis.
+type readTag struct {
+	final bool
+	probe string
+}
+
+func (w *Workload) readSession(hard context.Context, proc, node, s int, tag readTag) *Op {
 	op := newOp(proc, mReadSession)
-	op.Sess, op.Final = s, final
+	op.Sess, op.Final, op.Probe = s, tag.final, tag.probe
 	var resp *transport.LiveSessionJSON
 	err := w.read(hard, op, node, func(ctx context.Context, cl *transport.Client) error {
 		r, err := cl.ShowSession(ctx, w.Sessions[s])
@@ -458,9 +492,9 @@ func (w *Workload) readSession(hard context.Context, proc, node, s int, final bo
 	return op
 }
 
-func (w *Workload) readFootprint(hard context.Context, proc, node, a int, final bool) *Op {
+func (w *Workload) readFootprint(hard context.Context, proc, node, a int, tag readTag) *Op {
 	op := newOp(proc, mReadFootprnt)
-	op.A, op.Final = a, final
+	op.A, op.Final, op.Probe = a, tag.final, tag.probe
 	var resp *transport.AuthorityFootprint
 	err := w.read(hard, op, node, func(ctx context.Context, cl *transport.Client) error {
 		r, err := cl.ShowFootprint(ctx, w.Auths[a])

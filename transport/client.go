@@ -153,6 +153,7 @@ func (c *Client) call(ctx context.Context, method, path string, body any, out an
 		for _, addr := range c.order() {
 			resp, err := c.send(ctx, method, addr, path, payload)
 			if err == nil {
+				noteAnswer(ctx, addr, resp)
 				err = c.finish(resp, out)
 			}
 			if err == nil || !retryable(err) || ctx.Err() != nil {
@@ -203,7 +204,36 @@ func (c *Client) CallAt(ctx context.Context, addr, method, path string, body, ou
 	if err != nil {
 		return err
 	}
+	noteAnswer(ctx, addr, resp)
 	return c.finish(resp, out)
+}
+
+// AnswerInfo describes the last answer a call received: where it came
+// from and what state it reflects. Callers that need it (a checker that
+// judges reads by the index they were served at) ask with WithAnswerInfo.
+type AnswerInfo struct {
+	Addr        string // the address that answered
+	Status      int    // HTTP status
+	Index       uint64 // X-Reconf-Index: the applied index the answer reflects; 0 if absent
+	Consistency string // X-Reconf-Consistency on reads: linearizable or stale
+}
+
+type answerInfoKey struct{}
+
+// WithAnswerInfo returns a context under which calls record their answer
+// in the returned AnswerInfo (the last one, when a call retried).
+func WithAnswerInfo(ctx context.Context) (context.Context, *AnswerInfo) {
+	info := &AnswerInfo{}
+	return context.WithValue(ctx, answerInfoKey{}, info), info
+}
+
+func noteAnswer(ctx context.Context, addr string, resp *http.Response) {
+	info, _ := ctx.Value(answerInfoKey{}).(*AnswerInfo)
+	if info == nil {
+		return
+	}
+	index, _ := strconv.ParseUint(resp.Header.Get(HeaderIndex), 10, 64)
+	*info = AnswerInfo{Addr: addr, Status: resp.StatusCode, Index: index, Consistency: resp.Header.Get(HeaderConsistency)}
 }
 
 // Addrs lists the addresses the client was given.
