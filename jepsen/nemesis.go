@@ -25,12 +25,12 @@ var AllFaults = []string{FaultHalves, FaultIsolate, FaultRing, FaultKill, FaultP
 // Nemesis injects one fault at a time on a schedule: heal, wait, fault,
 // wait, heal, ...
 type Nemesis struct {
-	c      *Cluster
-	h      *History
-	kinds  []string
-	logf   func(string, ...any)
-	Calm   [2]time.Duration // healthy time between faults: [min, max)
-	Hold   [2]time.Duration // how long a fault lasts: [min, max)
+	c     *Cluster
+	h     *History
+	kinds []string
+	logf  func(string, ...any)
+	Calm  [2]time.Duration // healthy time between faults: [min, max)
+	Hold  [2]time.Duration // how long a fault lasts: [min, max)
 	// Probe, when set, aims reads at a node (workload.go, Probe): a
 	// paused leader gets them while it is stopped, so they are waiting
 	// in its sockets when it resumes, and again right after SIGCONT.
