@@ -118,6 +118,10 @@ type Node struct {
 
 	storageErr atomic.Pointer[storageFailure] // storage.go
 
+	snaps  *checkedSnapshots    // snapstore.go
+	gate   atomic.Pointer[Gate] // check.go
+	opened chan struct{}        // closed once raft is set
+
 	stop     chan struct{}
 	stopOnce sync.Once
 	wg       sync.WaitGroup
@@ -143,15 +147,21 @@ func Open(cfg Config) (*Node, error) {
 	if err != nil {
 		return nil, err
 	}
-	n := &Node{cfg: cfg, logger: logger, store: store, readyCh: make(chan struct{}), stop: make(chan struct{})}
+	n := &Node{cfg: cfg, logger: logger, store: store, readyCh: make(chan struct{}), stop: make(chan struct{}), opened: make(chan struct{})}
 	cache, err := raft.NewLogCache(512, &watchedLogs{LogStore: store, n: n})
 	logs := detachedLogs{cache} // logcache.go: the cache must not keep apply futures alive
 	if err != nil {
 		store.Close()
 		return nil, err
 	}
-	snaps, err := openSnapshots(cfg.DataDir, logger)
+	fileSnaps, err := openSnapshots(cfg.DataDir, logger)
 	if err != nil {
+		store.Close()
+		return nil, err
+	}
+	snaps := &checkedSnapshots{FileSnapshotStore: fileSnaps, dir: cfg.DataDir} // snapstore.go
+	n.snaps = snaps
+	if err := checkLogReachesSnapshot(cfg.DataDir, store, snaps); err != nil { // check.go
 		store.Close()
 		return nil, err
 	}
@@ -175,13 +185,18 @@ func Open(cfg Config) (*Node, error) {
 	rc.BatchApplyCh = true
 
 	f := fsm.NewFSM(logger.Named("fsm"))
+	n.fsm = f
+	f.SetGapCheck(n.checkGap) // check.go
+	f.SetRestorePosition(snaps.position)
+	f.OnHalt(n.onHalt)
 	r, err := raft.NewRaft(rc, f, logs, store, snaps, trans)
 	if err != nil {
 		trans.Close()
 		store.Close()
 		return nil, explainStartError(cfg.DataDir, err)
 	}
-	n.raft, n.fsm, n.transport = r, f, trans
+	n.raft, n.transport = r, trans
+	close(n.opened)
 	n.proposer = newProposer(n)
 
 	if cfg.Bootstrap {
@@ -256,6 +271,10 @@ func (n *Node) watchLeadership() {
 			if !leader {
 				continue
 			}
+			if n.fsm.Halted() != nil {
+				n.stepDownIfHalted() // check.go
+				continue
+			}
 			term := n.raft.CurrentTerm()
 			f := n.raft.Apply(nil, n.cfg.ApplyTimeout)
 			if err := f.Error(); err != nil {
@@ -323,6 +342,9 @@ func (n *Node) Propose(ctx context.Context, cmd fsm.Command) (fsm.Result, error)
 	if n.raft.State() != raft.Leader {
 		return fsm.Result{}, ErrNotLeader
 	}
+	if err := n.gateCheck(ctx, cmd.Op.Type()); err != nil { // check.go
+		return fsm.Result{}, err
+	}
 	a := n.proposer.propose(ctx, []fsm.EncodedCommand{fsm.EncodeCommand(cmd)})[0]
 	return a.Result, a.Err
 }
@@ -338,17 +360,40 @@ func (n *Node) ProposeAll(ctx context.Context, cmds []fsm.Command) []Applied {
 		}
 		return out
 	}
-	enc := make([]fsm.EncodedCommand, len(cmds))
+	// Every command passes the gate (check.go); the refused ones get their
+	// own error and the others go out together.
+	enc := make([]fsm.EncodedCommand, 0, len(cmds))
+	at := make([]int, 0, len(cmds))
+	gated := map[fsm.Type]error{}
 	for i, c := range cmds {
-		enc[i] = fsm.EncodeCommand(c)
+		t := c.Op.Type()
+		err, seen := gated[t]
+		if !seen {
+			err = n.gateCheck(ctx, t)
+			gated[t] = err
+		}
+		if err != nil {
+			out[i].Err = err
+			continue
+		}
+		enc, at = append(enc, fsm.EncodeCommand(c)), append(at, i)
 	}
-	return n.proposer.propose(ctx, enc)
+	if len(enc) == 0 {
+		return out
+	}
+	for k, a := range n.proposer.propose(ctx, enc) {
+		out[at[k]] = a
+	}
+	return out
 }
 
 // LinearizableRead makes the next local read linearizable (Raft §6.4 read
 // index): the node must lead, have committed an entry in its current term,
 // still lead after noting the commit index, and have applied up to it.
 func (n *Node) LinearizableRead(ctx context.Context) error {
+	if err := n.Halted(); err != nil { // check.go
+		return err
+	}
 	if n.raft.State() != raft.Leader {
 		return ErrNotLeader
 	}

@@ -114,11 +114,12 @@ var (
 	descEntries    = prometheus.NewDesc("reconf_footprint_entries", "Session entries across all authority footprints.", nil, nil)
 	descBundles    = prometheus.NewDesc("reconf_bundles", "Registered bundles.", nil, nil)
 	descStorage    = prometheus.NewDesc("reconf_storage_failing", "1 while this node cannot write its Raft log (full or failing disk), else 0.", nil, nil)
+	descHalted     = prometheus.NewDesc("reconf_replica_halted", "1 once this replica stopped applying the Raft log (a damaged, missing or undecodable entry; /readyz says which), else 0. Replace the node.", nil, nil)
 )
 
 func (c *nodeCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descTerm, descCommit, descApplied, descLastIndex, descLeader, descContact,
-		descViolations, descFacts, descLive, descEntries, descBundles, descStorage} {
+		descViolations, descFacts, descLive, descEntries, descBundles, descStorage, descHalted} {
 		ch <- d
 	}
 }
@@ -150,4 +151,9 @@ func (c *nodeCollector) Collect(ch chan<- prometheus.Metric) {
 		failing = 1
 	}
 	gauge(descStorage, failing)
+	halted := 0.0
+	if c.node.Halted() != nil {
+		halted = 1
+	}
+	gauge(descHalted, halted)
 }

@@ -454,6 +454,8 @@ func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
 	switch {
 	case err != nil:
 		writeError(w, CodeUnavailable, err.Error())
+	case s.node.Halted() != nil:
+		writeError(w, CodeReplicaHalted, s.node.Halted().Error()+". Replace this node (docs/operations.md, \"A replica that stopped applying\")")
 	case s.node.StorageError() != nil:
 		writeError(w, CodeUnavailable, "this node "+s.node.StorageError().Error())
 	case st.LeaderAddr == "":

@@ -95,6 +95,7 @@ func NewServer(cfg ServerConfig) *Server {
 		s.support = *cfg.Support
 	}
 	s.gate = newVersionGate(s)
+	cfg.Node.SetGate(s.gate) // every proposal passes the gate, whoever proposes it
 	s.routes()
 	return s
 }
@@ -151,7 +152,7 @@ func statusOf(code string) int {
 		return http.StatusConflict
 	}
 	switch code {
-	case CodeUnavailable, CodeUnknownOutcome:
+	case CodeUnavailable, CodeUnknownOutcome, CodeReplicaHalted:
 		return http.StatusServiceUnavailable
 	case CodeNotFound:
 		return http.StatusNotFound
@@ -272,6 +273,12 @@ func (s *Server) read(w http.ResponseWriter, r *http.Request, serve func(st *fsm
 		writeBadInput(w, badField("consistency", "must be linearizable or stale, not %q", consistency))
 		return
 	}
+	if err := s.node.Halted(); err != nil {
+		// Neither a stale nor a linearizable read: the state may be
+		// behind, or wrong, for good.
+		writeError(w, CodeReplicaHalted, err.Error())
+		return
+	}
 	ctx, cancel := context.WithTimeout(r.Context(), s.cfg.RequestTimeout)
 	defer cancel()
 	if consistency != "stale" && !s.cfg.UnsafeLocalReads {
@@ -280,6 +287,10 @@ func (s *Server) read(w http.ResponseWriter, r *http.Request, serve func(st *fsm
 			return
 		}
 		if err := s.node.LinearizableRead(ctx); err != nil {
+			if errors.Is(err, cluster.ErrHalted) {
+				writeError(w, CodeReplicaHalted, err.Error())
+				return
+			}
 			if errors.Is(err, cluster.ErrNotLeader) {
 				s.forwardToLeader(ctx, w, r, nil)
 				return
