@@ -96,6 +96,9 @@ func NewServer(cfg ServerConfig) *Server {
 	}
 	s.gate = newVersionGate(s)
 	cfg.Node.SetGate(s.gate) // every proposal passes the gate, whoever proposes it
+	if cfg.Mux != nil {
+		cfg.Mux.SetClusterID(cfg.Node.ClusterID) // identity.go
+	}
 	s.routes()
 	return s
 }

@@ -131,6 +131,11 @@ func run(c *cli.Context) error {
 		return err
 	}
 	defer mux.Close()
+	// The Raft port proves this node's cluster from the first connection
+	// on (transport/identity.go); the node takes over once it runs.
+	if cid, err := cluster.DataDirClusterID(dataDir); err == nil && cid != "" {
+		mux.SetClusterID(func() string { return cid })
+	}
 	cfg := cluster.Config{
 		ID: id, DataDir: dataDir, AdvertiseRaft: mux.Addr().String(), StreamLayer: mux.RaftLayer(),
 		Bootstrap: bootstrap, Logger: logger,
