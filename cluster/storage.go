@@ -60,6 +60,9 @@ func diskError(dir string, err error) error {
 	return fmt.Errorf("cluster: data dir %s: %w", dir, err)
 }
 
+// boltCheckTimeout bounds the read-only check of raft.db at start.
+const boltCheckTimeout = 15 * time.Second
+
 // openBolt opens raft.db. A file bbolt cannot read (corrupt, truncated, not
 // a bolt file) or one another process holds is refused with an explanation;
 // a panic inside bbolt on a damaged file becomes an error too.
@@ -69,6 +72,9 @@ func openBolt(dir string) (store *raftboltdb.BoltStore, err error) {
 	// empty raft.db is a lost log, not a new node.
 	if fi, err := os.Stat(path); err == nil && fi.Size() == 0 {
 		return nil, corruptStore(path, errors.New("the file is empty"))
+	}
+	if err := checkBoltFile(path, boltCheckTimeout); err != nil { // boltcheck.go
+		return nil, err
 	}
 	defer func() {
 		if r := recover(); r != nil {
