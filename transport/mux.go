@@ -52,6 +52,9 @@ type MuxConfig struct {
 	// to the port proves it knows the token (peerauth.go).
 	ClusterToken string
 	Logger       hclog.Logger
+	// MaxConns bounds the connections open on the port at once (limits.go);
+	// default DefaultMaxConns.
+	MaxConns int
 }
 
 // ListenMux opens the Raft port.
@@ -80,7 +83,7 @@ func ListenMux(cfg MuxConfig) (*Mux, error) {
 		logger = hclog.NewNullLogger()
 	}
 	m := &Mux{
-		ln: ln, advertise: adv, tlsServer: cfg.TLSServer, tlsClient: cfg.TLSClient, proof: peerProof(cfg.ClusterToken), logger: logger,
+		ln: LimitListener(ln, cfg.MaxConns, logger), advertise: adv, tlsServer: cfg.TLSServer, tlsClient: cfg.TLSClient, proof: peerProof(cfg.ClusterToken), logger: logger,
 		raftConns: make(chan net.Conn, 16), forwardConns: make(chan net.Conn, 16), closed: make(chan struct{}),
 	}
 	go m.acceptLoop()

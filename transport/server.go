@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"strconv"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
@@ -42,6 +43,9 @@ type ServerConfig struct {
 	// Support is what this node advertises it decodes (gate.go); nil:
 	// LocalSupport(). Tests set it to play an older release.
 	Support *CommandSupport
+	// MaxWatches bounds the open GET /v1/facts/watch streams (limits.go);
+	// default DefaultMaxWatches.
+	MaxWatches int
 }
 
 // Server is the HTTP API v1 of one node.
@@ -54,6 +58,7 @@ type Server struct {
 	metrics *metrics
 	gate    *versionGate   // gate.go
 	support CommandSupport // what this node advertises
+	watches atomic.Int64   // open watches (limits.go)
 }
 
 // NewServer builds the API handler for a node.
@@ -75,6 +80,9 @@ func NewServer(cfg ServerConfig) *Server {
 	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
+	}
+	if cfg.MaxWatches <= 0 {
+		cfg.MaxWatches = DefaultMaxWatches
 	}
 	s := &Server{
 		cfg: cfg, node: cfg.Node, logger: cfg.Logger, mux: http.NewServeMux(),
@@ -109,11 +117,11 @@ func (s *Server) Handler() http.Handler { return s.metrics.instrument(s.authoriz
 // ServeForwarded serves requests that peers forward over the Raft port until
 // the port closes.
 func (s *Server) ServeForwarded() error {
-	srv := &http.Server{Handler: s.Handler(), ReadHeaderTimeout: 10 * time.Second,
+	srv := HardenHTTPServer(&http.Server{Handler: s.Handler(),
 		// Requests on these connections come from authenticated peers (auth.go).
 		ConnContext: func(ctx context.Context, _ net.Conn) context.Context {
 			return context.WithValue(ctx, viaPeerKey{}, true)
-		}}
+		}})
 	err := srv.Serve(s.cfg.Mux.ForwardListener())
 	// The port is closed, so the node is going away: drop the connections
 	// peers still hold too. Answering on them would speak for a node that no
