@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"go.etcd.io/bbolt"
+	bolterrors "go.etcd.io/bbolt/errors"
 )
 
 // checkBoltFile reads all of raft.db read-only, in a child process, before
@@ -97,7 +98,7 @@ func boltCheckChild(path string) int {
 	}
 	debug.SetPanicOnFault(true)
 	db, err := bbolt.Open(path, 0o600, &bbolt.Options{ReadOnly: true, Timeout: 2 * time.Second})
-	if errors.Is(err, bbolt.ErrTimeout) {
+	if errors.Is(err, bolterrors.ErrTimeout) {
 		fmt.Fprintln(os.Stderr, boltLockedPrefix+err.Error())
 		return 1
 	}

@@ -13,6 +13,7 @@ import (
 	"github.com/hashicorp/raft"
 	raftboltdb "github.com/hashicorp/raft-boltdb/v2"
 	"go.etcd.io/bbolt"
+	bolterrors "go.etcd.io/bbolt/errors"
 )
 
 // What a data dir holds, and how this package fails when it is unusable:
@@ -89,9 +90,9 @@ func openBolt(dir string) (store *raftboltdb.BoltStore, err error) {
 	})
 	switch {
 	case err == nil:
-	case errors.Is(err, bbolt.ErrTimeout):
+	case errors.Is(err, bolterrors.ErrTimeout):
 		return nil, fmt.Errorf("cluster: %s is locked by another process: is another reconfd running on this data dir? (%w)", path, err)
-	case errors.Is(err, bbolt.ErrInvalid), errors.Is(err, bbolt.ErrVersionMismatch), errors.Is(err, bbolt.ErrChecksum),
+	case errors.Is(err, bolterrors.ErrInvalid), errors.Is(err, bolterrors.ErrVersionMismatch), errors.Is(err, bolterrors.ErrChecksum),
 		strings.Contains(err.Error(), "invalid"), strings.Contains(err.Error(), "file size too small"):
 		return nil, corruptStore(path, err)
 	default:
