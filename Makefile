@@ -42,6 +42,7 @@ fuzz:
 	$(GO) test ./transport/ -run '^$$' -fuzz '^FuzzFlatDecode$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 3s
 	$(GO) test ./transport/ -run '^$$' -fuzz '^FuzzParseTokens$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 3s
 	$(GO) test ./cluster/ -run '^$$' -fuzz '^FuzzParsePeers$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 3s
+	$(GO) test ./transport/ -run '^$$' -fuzz '^FuzzClusterHello$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 3s
 
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem ./fsm/ ./snapshot/

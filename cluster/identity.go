@@ -133,3 +133,8 @@ func (n *Node) Member(id, raftAddr string) (byID, byAddr *Server, err error) {
 	}
 	return byID, byAddr, nil
 }
+
+// DataDirClusterID is the cluster id kept in a data dir, empty if none: what
+// the Raft port proves before the node opens (transport.Mux.SetClusterID),
+// so that no connection is accepted on the node's behalf without it.
+func DataDirClusterID(dir string) (string, error) { return readClusterID(dir) }

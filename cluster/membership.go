@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"time"
 
@@ -240,12 +241,6 @@ func (n *Node) Restore(ctx context.Context, r io.Reader) error {
 	if _, err := tmp.Seek(0, io.SeekStart); err != nil {
 		return err
 	}
-	if _, _, err := fsm.Restore(tmp); err != nil {
-		return fmt.Errorf("%w: %v", ErrInvalidBackup, err)
-	}
-	if _, err := tmp.Seek(0, io.SeekStart); err != nil {
-		return err
-	}
 	hdr, _, err := snapshot.Verify(tmp)
 	if err != nil {
 		return fmt.Errorf("%w: %v", ErrInvalidBackup, err)
@@ -253,8 +248,31 @@ func (n *Node) Restore(ctx context.Context, r io.Reader) error {
 	if _, err := tmp.Seek(0, io.SeekStart); err != nil {
 		return err
 	}
-	meta := &raft.SnapshotMeta{Version: raft.SnapshotVersionMax, Index: hdr.Index, Term: hdr.Term, Size: size}
-	if err := n.raft.Restore(meta, tmp, timeoutOf(ctx)); err != nil {
+	// Decode it in full, and write it without its old Raft position: Raft
+	// files it under an index of its own choosing, where the state then
+	// belongs (fsm.UnpositionSnapshot, snapstore.go).
+	placed, err := os.CreateTemp(n.cfg.DataDir, "restore-*.snap")
+	if err != nil {
+		return err
+	}
+	defer os.Remove(placed.Name())
+	defer placed.Close()
+	if err := fsm.UnpositionSnapshot(tmp, placed); err != nil {
+		var pe *fs.PathError
+		if errors.As(err, &pe) {
+			return err
+		}
+		return fmt.Errorf("%w: %v", ErrInvalidBackup, err)
+	}
+	placedSize, err := placed.Seek(0, io.SeekCurrent)
+	if err != nil {
+		return err
+	}
+	if _, err := placed.Seek(0, io.SeekStart); err != nil {
+		return err
+	}
+	meta := &raft.SnapshotMeta{Version: raft.SnapshotVersionMax, Size: placedSize}
+	if err := n.raft.Restore(meta, placed, timeoutOf(ctx)); err != nil {
 		return classify(err)
 	}
 	// Commit a marker so every replica's applied index moves past the
@@ -262,7 +280,7 @@ func (n *Node) Restore(ctx context.Context, r io.Reader) error {
 	if err := n.raft.Apply(nil, timeoutOf(ctx)).Error(); err != nil {
 		return classify(err)
 	}
-	n.logger.Info("restored backup", "bytes", size, "backup_index", hdr.Index)
+	n.logger.Info("restored backup", "bytes", size, "backup_index", hdr.Index, "backup_term", hdr.Term)
 	return nil
 }
 

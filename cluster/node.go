@@ -127,6 +127,10 @@ type Node struct {
 
 	storageErr atomic.Pointer[storageFailure] // storage.go
 
+	snaps  *checkedSnapshots    // snapstore.go
+	gate   atomic.Pointer[Gate] // check.go
+	opened chan struct{}        // closed once raft is set
+
 	stop     chan struct{}
 	stopOnce sync.Once
 	wg       sync.WaitGroup
@@ -152,15 +156,21 @@ func Open(cfg Config) (*Node, error) {
 	if err != nil {
 		return nil, err
 	}
-	n := &Node{cfg: cfg, logger: logger, store: store, readyCh: make(chan struct{}), stop: make(chan struct{})}
+	n := &Node{cfg: cfg, logger: logger, store: store, readyCh: make(chan struct{}), stop: make(chan struct{}), opened: make(chan struct{})}
 	cache, err := raft.NewLogCache(512, &watchedLogs{LogStore: store, n: n})
 	logs := detachedLogs{cache} // logcache.go: the cache must not keep apply futures alive
 	if err != nil {
 		store.Close()
 		return nil, err
 	}
-	snaps, err := openSnapshots(cfg.DataDir, logger)
+	fileSnaps, err := openSnapshots(cfg.DataDir, logger)
 	if err != nil {
+		store.Close()
+		return nil, err
+	}
+	snaps := &checkedSnapshots{FileSnapshotStore: fileSnaps, dir: cfg.DataDir} // snapstore.go
+	n.snaps = snaps
+	if err := checkLogReachesSnapshot(cfg.DataDir, store, snaps); err != nil { // check.go
 		store.Close()
 		return nil, err
 	}
@@ -187,14 +197,19 @@ func Open(cfg Config) (*Node, error) {
 	rc.BatchApplyCh = true
 
 	f := fsm.NewFSM(logger.Named("fsm"))
+	n.fsm = f
+	f.SetGapCheck(n.checkGap) // check.go
+	f.SetRestorePosition(snaps.position)
+	f.OnHalt(n.onHalt)
 	r, err := raft.NewRaft(rc, f, logs, store, snaps, trans)
 	if err != nil {
 		trans.Close()
 		store.Close()
 		return nil, explainStartError(cfg.DataDir, err)
 	}
-	n.raft, n.fsm, n.transport = r, f, trans
+	n.raft, n.transport = r, trans
 	n.view.Store(r)
+	close(n.opened)
 	n.proposer = newProposer(n)
 
 	if cfg.Bootstrap {
@@ -269,6 +284,10 @@ func (n *Node) watchLeadership() {
 			if !leader {
 				continue
 			}
+			if n.fsm.Halted() != nil {
+				n.stepDownIfHalted() // check.go
+				continue
+			}
 			term := n.raft.CurrentTerm()
 			f := n.raft.Apply(nil, n.cfg.ApplyTimeout)
 			if err := f.Error(); err != nil {
@@ -336,6 +355,9 @@ func (n *Node) Propose(ctx context.Context, cmd fsm.Command) (fsm.Result, error)
 	if n.raft.State() != raft.Leader {
 		return fsm.Result{}, ErrNotLeader
 	}
+	if err := n.gateCheck(ctx, cmd.Op.Type()); err != nil { // check.go
+		return fsm.Result{}, err
+	}
 	a := n.proposer.propose(ctx, []fsm.EncodedCommand{fsm.EncodeCommand(cmd)})[0]
 	return a.Result, a.Err
 }
@@ -351,11 +373,31 @@ func (n *Node) ProposeAll(ctx context.Context, cmds []fsm.Command) []Applied {
 		}
 		return out
 	}
-	enc := make([]fsm.EncodedCommand, len(cmds))
+	// Every command passes the gate (check.go); the refused ones get their
+	// own error and the others go out together.
+	enc := make([]fsm.EncodedCommand, 0, len(cmds))
+	at := make([]int, 0, len(cmds))
+	gated := map[fsm.Type]error{}
 	for i, c := range cmds {
-		enc[i] = fsm.EncodeCommand(c)
+		t := c.Op.Type()
+		err, seen := gated[t]
+		if !seen {
+			err = n.gateCheck(ctx, t)
+			gated[t] = err
+		}
+		if err != nil {
+			out[i].Err = err
+			continue
+		}
+		enc, at = append(enc, fsm.EncodeCommand(c)), append(at, i)
 	}
-	return n.proposer.propose(ctx, enc)
+	if len(enc) == 0 {
+		return out
+	}
+	for k, a := range n.proposer.propose(ctx, enc) {
+		out[at[k]] = a
+	}
+	return out
 }
 
 // LinearizableRead makes the next local read linearizable (Raft §6.4 read
@@ -374,6 +416,9 @@ func (n *Node) LinearizableRead(ctx context.Context) error {
 // the state has applied it, a local read is linearizable. Concurrent
 // callers share one leadership confirmation.
 func (n *Node) ReadIndex(ctx context.Context) (uint64, error) {
+	if err := n.Halted(); err != nil { // check.go
+		return 0, err
+	}
 	if n.raft.State() != raft.Leader {
 		return 0, ErrNotLeader
 	}

@@ -11,6 +11,8 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/json"
+	"errors"
+	"fmt"
 	"hash/crc64"
 	"net"
 	"os"
@@ -109,10 +111,11 @@ func hashTree(t *testing.T, dir string) string {
 	return string(h.Sum(nil))
 }
 
-// An entry with a command of a newer version (or an unknown type) is
-// rejected by every replica with unknown_command, the same way, and the
-// commands beside it in the entry still apply: the replicas stay equal.
-func TestUnknownCommandRejectedOnEveryReplica(t *testing.T) {
+// An entry with a command of a newer version (or an unknown type) halts
+// every replica at that entry, the same way (Consul and Nomad panic on an
+// unknown command rather than diverge): nothing of the entry is applied, the
+// replicas stay equal, and each refuses reads and writes with the reason.
+func TestUnknownCommandHaltsEveryReplica(t *testing.T) {
 	n1 := newNode(t, "u1", true)
 	waitReady(t, n1.n)
 	n2, n3 := newNode(t, "u2", false), newNode(t, "u3", false)
@@ -124,48 +127,58 @@ func TestUnknownCommandRejectedOnEveryReplica(t *testing.T) {
 		}
 	}
 	a, s := fsm.AuthorityID(uuid()), fsm.SessionID(uuid())
-	good := fsm.EncodeEntry(native(a, s))
-	newer := fsm.EncodeEntry(native(fsm.AuthorityID(uuid()), fsm.SessionID(uuid())))
-	newer[3] = fsm.CommandVersion + 1 // format, count, type, version
-	unknownType := fsm.EncodeEntry(native(fsm.AuthorityID(uuid()), fsm.SessionID(uuid())))
-	unknownType[2] = 200
-	entry := append([]byte{fsm.EntryFormat, 3}, good[2:]...)
-	entry = append(entry, newer[2:]...)
-	entry = append(entry, unknownType[2:]...)
+	w := propose(t, n1.n, native(a, s))
+	good := fsm.EncodeCommand(native(a, fsm.SessionID(uuid())))
+	newer := fsm.EncodeCommand(native(fsm.AuthorityID(uuid()), fsm.SessionID(uuid())))
+	newer[1] = fsm.CommandVersion + 1 // type, version
+	entry := fsm.JoinEntry([]fsm.EncodedCommand{good, newer})
 
 	resp, err := n1.n.ApplyRawForTest(entry, 10*time.Second)
 	if err != nil {
 		t.Fatal(err)
 	}
-	res, ok := resp.([]fsm.Result)
-	if !ok || len(res) != 3 {
-		t.Fatalf("results %#v", resp)
+	h, ok := resp.(*fsm.HaltError)
+	if !ok || h.Index != w.Index+1 || !strings.Contains(h.Error(), "unknown command type 3 version 2") {
+		t.Fatalf("response %#v", resp)
 	}
-	if res[0].Err != nil || res[1].Err == nil || res[1].Err.Code != fsm.CodeUnknownCommand || res[2].Err == nil || res[2].Err.Code != fsm.CodeUnknownCommand {
-		t.Fatalf("results: %+v %+v %+v", res[0], res[1].Err, res[2].Err)
-	}
-	if !strings.Contains(res[1].Err.Message, "upgrade every voter first") {
-		t.Errorf("message %q", res[1].Err.Message)
-	}
-	// A whole entry in an unknown format: rejected, nothing applied.
-	if resp, err := n1.n.ApplyRawForTest([]byte{fsm.EntryFormat + 1, 1, 3, 1}, 10*time.Second); err != nil {
-		t.Fatal(err)
-	} else if r := resp.([]fsm.Result); len(r) != 1 || r[0].Err.Code != fsm.CodeUnknownCommand {
-		t.Fatalf("unknown entry format: %+v", r)
-	}
-	w := propose(t, n1.n, native(a, fsm.SessionID(uuid())))
-	waitFor(t, "every replica to apply", func() bool {
-		return n2.n.FSM().AppliedIndex() >= w.Index && n3.n.FSM().AppliedIndex() >= w.Index
+	all := []*tnode{n1, n2, n3}
+	waitFor(t, "every replica to halt", func() bool {
+		for _, tn := range all {
+			if tn.n.Halted() == nil {
+				return false
+			}
+		}
+		return true
 	})
 	_, d1 := n1.n.Digest()
-	for _, tn := range []*tnode{n2, n3} {
-		if _, d := tn.n.Digest(); d != d1 {
-			t.Errorf("%s's digest differs from the leader's", tn.id)
+	for _, tn := range all {
+		idx, d := tn.n.Digest()
+		if idx != w.Index || d != d1 {
+			t.Errorf("%s: applied %d (want %d), digest equal %v", tn.id, idx, w.Index, d == d1)
 		}
-		if got := footprint(tn.n, a); len(got.Native) != 2 {
-			t.Errorf("%s: the good command beside the unknown ones: %+v", tn.id, got.Native)
+		if got := footprint(tn.n, a); len(got.Native) != 1 {
+			t.Errorf("%s: the command beside the unknown one was applied: %+v", tn.id, got.Native)
+		}
+		if err := tn.n.Halted(); !errors.Is(err, cluster.ErrHalted) || !strings.Contains(err.Error(), fmt.Sprintf("index %d", w.Index+1)) {
+			t.Errorf("%s: Halted() = %v", tn.id, err)
+		}
+		if err := tn.n.LinearizableRead(ctx); !errors.Is(err, cluster.ErrHalted) {
+			t.Errorf("%s: linearizable read on a halted replica: %v", tn.id, err)
 		}
 	}
+	// Whoever leads refuses writes with the reason.
+	waitFor(t, "a leader", func() bool {
+		for _, tn := range all {
+			if tn.n.IsLeader() {
+				_, err := tn.n.Propose(ctx, native(a, fsm.SessionID(uuid())))
+				if !errors.Is(err, cluster.ErrHalted) {
+					t.Fatalf("propose on a halted leader: %v", err)
+				}
+				return true
+			}
+		}
+		return false
+	})
 }
 
 func TestParsePeers(t *testing.T) {

@@ -222,7 +222,7 @@ func (p *proposer) run() {
 		}
 		p.entries.Add(1)
 		p.commands.Add(uint64(len(cmds)))
-		future := p.n.raft.Apply(fsm.JoinEntry(cmds), p.n.cfg.ApplyTimeout)
+		future := p.n.raft.Apply(fsm.JoinEntryFormat(p.n.entryFormat(), cmds), p.n.cfg.ApplyTimeout)
 		waiters := append([]*proposal(nil), batch...)
 		go func() {
 			deliver(future, waiters)
@@ -238,6 +238,14 @@ func deliver(f raft.ApplyFuture, waiters []*proposal) {
 		err = classify(err)
 		for _, w := range waiters {
 			w.done <- proposalResult{err: err}
+		}
+		return
+	}
+	if h, ok := f.Response().(*fsm.HaltError); ok {
+		// Committed, but this replica could not apply it: the others
+		// may have.
+		for _, w := range waiters {
+			w.done <- proposalResult{err: fmt.Errorf("%w: %w: %w", ErrUnknownOutcome, ErrHalted, h)}
 		}
 		return
 	}

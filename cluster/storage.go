@@ -13,6 +13,7 @@ import (
 	"github.com/hashicorp/raft"
 	raftboltdb "github.com/hashicorp/raft-boltdb/v2"
 	"go.etcd.io/bbolt"
+	bolterrors "go.etcd.io/bbolt/errors"
 )
 
 // What a data dir holds, and how this package fails when it is unusable:
@@ -60,6 +61,9 @@ func diskError(dir string, err error) error {
 	return fmt.Errorf("cluster: data dir %s: %w", dir, err)
 }
 
+// boltCheckTimeout bounds the read-only check of raft.db at start.
+const boltCheckTimeout = 15 * time.Second
+
 // openBolt opens raft.db. A file bbolt cannot read (corrupt, truncated, not
 // a bolt file) or one another process holds is refused with an explanation;
 // a panic inside bbolt on a damaged file becomes an error too.
@@ -69,6 +73,9 @@ func openBolt(dir string) (store *raftboltdb.BoltStore, err error) {
 	// empty raft.db is a lost log, not a new node.
 	if fi, err := os.Stat(path); err == nil && fi.Size() == 0 {
 		return nil, corruptStore(path, errors.New("the file is empty"))
+	}
+	if err := checkBoltFile(path, boltCheckTimeout); err != nil { // boltcheck.go
+		return nil, err
 	}
 	defer func() {
 		if r := recover(); r != nil {
@@ -83,9 +90,9 @@ func openBolt(dir string) (store *raftboltdb.BoltStore, err error) {
 	})
 	switch {
 	case err == nil:
-	case errors.Is(err, bbolt.ErrTimeout):
+	case errors.Is(err, bolterrors.ErrTimeout):
 		return nil, fmt.Errorf("cluster: %s is locked by another process: is another reconfd running on this data dir? (%w)", path, err)
-	case errors.Is(err, bbolt.ErrInvalid), errors.Is(err, bbolt.ErrVersionMismatch), errors.Is(err, bbolt.ErrChecksum),
+	case errors.Is(err, bolterrors.ErrInvalid), errors.Is(err, bolterrors.ErrVersionMismatch), errors.Is(err, bolterrors.ErrChecksum),
 		strings.Contains(err.Error(), "invalid"), strings.Contains(err.Error(), "file size too small"):
 		return nil, corruptStore(path, err)
 	default:

@@ -126,8 +126,10 @@ func TestCodecEntryRoundTripEveryOp(t *testing.T) {
 		all = append(all, tc.cmd)
 		t.Run(tc.name, func(t *testing.T) {
 			data := EncodeEntry(tc.cmd)
-			if data[0] != EntryFormat || data[1] != 1 || data[2] != byte(tc.cmd.Op.Type()) || data[3] != CommandVersion {
-				t.Fatalf("entry header % x", data[:4])
+			// format, crc32c (4 bytes), count, then the first command's type
+			// and version.
+			if data[0] != EntryFormat || data[5] != 1 || data[6] != byte(tc.cmd.Op.Type()) || data[7] != CommandVersion {
+				t.Fatalf("entry header % x", data[:8])
 			}
 			got, err := DecodeEntry(data)
 			if err != nil {
@@ -221,17 +223,15 @@ func rcRawCommand(typ, version uint8, reqID string, payload []byte) []byte {
 
 // rcEntry frames already-encoded commands into an entry.
 func rcEntry(cmds ...[]byte) []byte {
-	var e encoder
-	e.u8(EntryFormat)
-	e.uvarint(uint64(len(cmds)))
-	for _, c := range cmds {
-		e.buf = append(e.buf, c...)
+	enc := make([]EncodedCommand, len(cmds))
+	for i, c := range cmds {
+		enc[i] = c
 	}
-	return e.buf
+	return JoinEntry(enc)
 }
 
 // rcEncodedCommand is the command framing of c, without the entry header.
-func rcEncodedCommand(c Command) []byte { return EncodeEntry(c)[2:] }
+func rcEncodedCommand(c Command) []byte { return EncodeCommand(c) }
 
 func TestCodecUnknownCommandInTheMiddle(t *testing.T) {
 	a, s := rcAuth(1), rcSess(1)

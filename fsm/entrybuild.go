@@ -17,18 +17,6 @@ func EncodeCommand(c Command) EncodedCommand {
 	return e.buf
 }
 
-// JoinEntry builds one log entry from encoded commands, in order. It is
-// EncodeEntry for commands that were encoded already.
-func JoinEntry(cmds []EncodedCommand) []byte {
-	n := 1 + 10
-	for _, c := range cmds {
-		n += len(c)
-	}
-	e := encoder{buf: make([]byte, 0, n)}
-	e.u8(EntryFormat)
-	e.uvarint(uint64(len(cmds)))
-	for _, c := range cmds {
-		e.buf = append(e.buf, c...)
-	}
-	return e.buf
-}
+// JoinEntry builds one log entry from encoded commands, in order, in format
+// EntryFormat. It is EncodeEntry for commands that were encoded already.
+func JoinEntry(cmds []EncodedCommand) []byte { return JoinEntryFormat(EntryFormat, cmds) }

@@ -202,6 +202,12 @@ func FuzzDecodeEntry(f *testing.F) {
 	f.Add([]byte{EntryFormat, 1, 99, CommandVersion, 0, 0})
 	f.Add([]byte{EntryFormat, 2, byte(TypeSetCapabilities), CommandVersion + 1, 0, 1, 1, byte(TypeSetCapabilities), CommandVersion, 0, 1, 0})
 	f.Add([]byte{EntryFormat, 1, byte(TypeSetCapabilities), CommandVersion, 0, 1, 2})
+	// Format 1 (no checksum) and format 2 with a damaged checksum.
+	f.Add([]byte{EntryFormatUnchecked, 1, byte(TypeSetCapabilities), CommandVersion, 0, 1, 1})
+	damaged := EncodeEntry(cmds...)
+	damaged[len(damaged)/2] ^= 0x40
+	f.Add(damaged)
+	f.Add([]byte{EntryFormatChecked, 0, 0, 0})
 
 	f.Fuzz(func(t *testing.T, data []byte) {
 		decoded, err := DecodeEntry(data)

@@ -2,6 +2,7 @@ package fsm
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"sync"
 
@@ -26,6 +27,12 @@ type FSM struct {
 	state   *State
 	term    uint64        // term of the last applied entry, for snapshot headers
 	applied chan struct{} // closed and replaced whenever the applied index moves
+
+	halted   *HaltError                     // halt.go: set once an entry cannot be applied
+	gapCheck func(first, last uint64) error // halt.go
+	onHalt   func(*HaltError)
+	// restorePos places a snapshot whose header has no index (halt.go).
+	restorePos func() (index, term uint64, ok bool)
 }
 
 var (
@@ -62,20 +69,18 @@ func (f *FSM) ApplyBatch(logs []*raft.Log) []interface{} {
 }
 
 func (f *FSM) applyLocked(l *raft.Log) interface{} {
-	f.term = l.Term
+	if f.halted != nil {
+		return f.halted // halt.go: nothing more is applied
+	}
+	if err := f.checkNextLocked(l.Index); err != nil {
+		return f.haltLocked(l.Index, err.Error(), err)
+	}
 	if l.Type != raft.LogCommand || len(l.Data) == 0 {
+		f.term = l.Term
 		f.state.Advance(l.Index)
 		return nil
 	}
-	results := f.state.ApplyEntry(l.Index, l.Data)
-	for i := range results {
-		if err := results[i].Err; err != nil && err.Code == CodeUnknownCommand {
-			// A voter that cannot read the log is a version skew an operator
-			// must fix now; say so loudly on every replica.
-			f.logger.Error("cannot apply command: upgrade this node", "index", l.Index, "error", err.Message)
-		}
-	}
-	return results
+	return f.applyEntryLocked(l)
 }
 
 func (f *FSM) notifyLocked() {
@@ -128,6 +133,11 @@ func (f *FSM) WaitApplied(ctx context.Context, index uint64) error {
 func (f *FSM) Snapshot() (raft.FSMSnapshot, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	if f.halted != nil {
+		// Raft would file the snapshot under its own applied index, which
+		// this state never reached.
+		return nil, fmt.Errorf("%w: no snapshot: %v", ErrHalted, f.halted)
+	}
 	return &fsmSnapshot{state: f.state.Clone(), term: f.term}, nil
 }
 
@@ -141,7 +151,22 @@ func (f *FSM) Restore(rc io.ReadCloser) error {
 		return err
 	}
 	f.mu.Lock()
+	pos := f.restorePos
+	f.mu.Unlock()
+	if hdr.Index == 0 && pos != nil {
+		// A restored backup (UnpositionSnapshot): its state belongs at the
+		// index Raft filed it under.
+		if index, term, ok := pos(); ok {
+			st.Advance(index)
+			hdr.Index, hdr.Term = index, term
+		}
+	}
+	f.mu.Lock()
 	f.state, f.term = st, hdr.Term
+	if f.halted != nil {
+		f.logger.Warn("a snapshot replaced the state of this halted replica; applying again", "index", hdr.Index, "halted_at", f.halted.Index)
+		f.halted = nil
+	}
 	f.notifyLocked()
 	f.mu.Unlock()
 	f.logger.Info("restored snapshot", "index", hdr.Index, "term", hdr.Term)

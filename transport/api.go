@@ -28,7 +28,10 @@ type ErrorDetail struct {
 
 // Codes the transport adds to the FSM's (fsm.Codes).
 const (
-	CodeUnavailable    = "unavailable"     // no leader, not ready, shutting down: retry
+	CodeUnavailable = "unavailable" // no leader, not ready, shutting down: retry
+	// CodeReplicaHalted: this node stopped applying the Raft log (a damaged
+	// or unreadable entry); it serves nothing until replaced. Ask another.
+	CodeReplicaHalted  = "replica_halted"
 	CodeUnknownOutcome = "unknown_outcome" // may or may not have applied: retry with the same request_id
 	CodeNotFound       = "not_found"       // no such route
 	CodeInternal       = "internal"

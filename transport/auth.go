@@ -13,7 +13,9 @@ import (
 	"net/http"
 	"os"
 	"strings"
+	"sync"
 	"sync/atomic"
+	"time"
 )
 
 // Who may do what on the API.
@@ -282,6 +284,9 @@ type Auth struct {
 	cfg     AuthConfig
 	tokens  atomic.Pointer[TokenSet]
 	cluster [sha256.Size]byte
+
+	changedMu sync.Mutex
+	changed   chan struct{} // closed and replaced on every reload
 }
 
 // NewAuth loads the token file, if any.
@@ -327,7 +332,27 @@ func (a *Auth) ReloadTokens() (*TokenSet, error) {
 		return nil, err
 	}
 	a.tokens.Store(ts)
+	a.changedMu.Lock()
+	if a.changed != nil {
+		close(a.changed)
+		a.changed = nil
+	}
+	a.changedMu.Unlock()
 	return ts, nil
+}
+
+// Changed is closed at the next token reload, so that long requests
+// (watches) check their credentials again; nil without auth.
+func (a *Auth) Changed() <-chan struct{} {
+	if a == nil {
+		return nil
+	}
+	a.changedMu.Lock()
+	defer a.changedMu.Unlock()
+	if a.changed == nil {
+		a.changed = make(chan struct{})
+	}
+	return a.changed
 }
 
 // authError is a refused authentication (401) or authorization (403).
@@ -488,6 +513,10 @@ func (s *Server) authorize(h http.Handler) http.Handler {
 			if aerr.code == CodeUnauthorized {
 				w.Header().Set("WWW-Authenticate", `Bearer realm="reconf"`)
 			}
+			// No keep-alive for a client without valid credentials, and
+			// no waiting for a body it may never send (limits.go).
+			w.Header().Set("Connection", "close")
+			_ = http.NewResponseController(w).SetReadDeadline(time.Now())
 			writeError(w, aerr.code, aerr.msg)
 			return
 		}

@@ -283,6 +283,10 @@ func outcomeOf(p prepared, res fsm.Result, err error) (any, *ErrorDetail) {
 	switch {
 	case errors.Is(err, cluster.ErrNotLeader):
 		return nil, &ErrorDetail{Code: CodeUnavailable, Message: "leadership changed before the command was appended (it was not applied); retry"}
+	case errors.Is(err, cluster.ErrUpgradeInProgress):
+		return nil, &ErrorDetail{Code: CodeUpgradeInProgress, Message: err.Error()}
+	case errors.Is(err, cluster.ErrHalted) && !errors.Is(err, cluster.ErrUnknownOutcome):
+		return nil, &ErrorDetail{Code: CodeReplicaHalted, Message: err.Error()}
 	case errors.Is(err, cluster.ErrUnknownOutcome):
 		return nil, &ErrorDetail{Code: CodeUnknownOutcome, Message: err.Error() + "; retry with the same request_id to learn the outcome"}
 	case err != nil:

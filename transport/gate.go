@@ -68,9 +68,10 @@ var baselineSupport = CommandSupport{
 // supports reports whether a node with s decodes a command of type t as
 // this binary encodes it; if not, why.
 func (s CommandSupport) supports(t fsm.Type) (bool, string) {
+	// The entry format is not checked here: the leader writes the newest
+	// format every member reads (EntryFormat), so an older member holds
+	// back only the checksum, never a write.
 	switch {
-	case s.EntryFormat < fsm.EntryFormat:
-		return false, fmt.Sprintf("reads log entry format %d; this leader writes %d", s.EntryFormat, fsm.EntryFormat)
 	case s.CommandVersion < fsm.CommandVersion:
 		return false, fmt.Sprintf("decodes command version %d; this leader encodes %d", s.CommandVersion, fsm.CommandVersion)
 	case !slices.Contains(s.CommandTypes, t.String()):
@@ -142,6 +143,25 @@ func (g *versionGate) check(ctx context.Context, t fsm.Type) string {
 	}
 	return fmt.Sprintf("not proposing %s: not every member can decode it: %s. Finish the rolling upgrade (docs/operations.md); these writes resume once every member advertises support",
 		t, strings.Join(behind, "; "))
+}
+
+// Check is check for cluster.Gate: the node runs every proposal past it.
+func (g *versionGate) Check(ctx context.Context, t fsm.Type) string { return g.check(ctx, t) }
+
+// EntryFormat is the newest log entry format every member reads, for
+// cluster.Gate: format 2 (checksummed, fsm/checksum.go) once every member
+// advertises it, else format 1. Before the first refresh it is format 1, as
+// for a member never heard from.
+func (g *versionGate) EntryFormat() int {
+	v := g.view.Load()
+	if v == nil || len(v.members) == 0 {
+		return fsm.EntryFormatUnchecked
+	}
+	format := fsm.EntryFormat
+	for _, m := range v.members {
+		format = min(format, m.support.EntryFormat)
+	}
+	return format
 }
 
 // refresh asks every member what it decodes.

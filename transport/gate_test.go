@@ -34,13 +34,15 @@ func TestLocalSupportAdvertised(t *testing.T) {
 	if status != 200 {
 		t.Fatalf("%d %v", status, e)
 	}
-	mustContain(t, "internal/node", string(body), `"entry_format":1`, `"command_version":1`, `"set_capabilities"`, `"cluster_id":"`+n.node.ClusterID()+`"`)
+	mustContain(t, "internal/node", string(body), `"entry_format":2`, `"command_version":1`, `"set_capabilities"`, `"cluster_id":"`+n.node.ClusterID()+`"`)
 	// Everything this release encodes is in the baseline: a member never
 	// heard from cannot hold back today's commands.
 	if got := LocalSupport(); !slices.Equal(got.CommandTypes, baselineSupport.CommandTypes) ||
-		got.CommandVersion != baselineSupport.CommandVersion || got.EntryFormat != baselineSupport.EntryFormat {
+		got.CommandVersion != baselineSupport.CommandVersion {
 		t.Fatalf("LocalSupport %+v differs from the baseline %+v: a new type or version needs a new baseline rule", got, baselineSupport)
 	}
+	// The entry format is not a baseline matter: a leader writes format 1
+	// while any member reads only that (TestGateEntryFormat).
 	if (NodeJSON{}).support().CommandVersion != 1 {
 		t.Fatal("a node that advertises nothing is not the baseline")
 	}
@@ -202,4 +204,26 @@ func TestRollingUpgradeProcedure(t *testing.T) {
 		}
 		return true, ""
 	})
+}
+
+// The leader writes checksummed entries (format 2) only once every member
+// advertises that it reads them; a member never heard from, or one of an
+// older release, keeps it at format 1, and no write is refused for it.
+func TestGateEntryFormat(t *testing.T) {
+	g := &versionGate{known: map[string]memberSupport{}}
+	if f := g.EntryFormat(); f != fsm.EntryFormatUnchecked {
+		t.Fatalf("before any refresh: format %d", f)
+	}
+	cur, old := LocalSupport(), baselineSupport
+	g.view.Store(&gateView{members: []memberSupport{{id: "a", support: cur}, {id: "b", support: cur}}})
+	if f := g.EntryFormat(); f != fsm.EntryFormatChecked {
+		t.Fatalf("every member current: format %d", f)
+	}
+	g.view.Store(&gateView{members: []memberSupport{{id: "a", support: cur}, {id: "b", support: old}}})
+	if f := g.EntryFormat(); f != fsm.EntryFormatUnchecked {
+		t.Fatalf("one member of the baseline release: format %d", f)
+	}
+	if ok, why := old.supports(fsm.TypeDelegate); !ok {
+		t.Fatalf("a format-1 member holds back a delegate: %s", why)
+	}
 }

@@ -84,6 +84,10 @@ func (r *statusRecorder) WriteHeader(code int) {
 	r.ResponseWriter.WriteHeader(code)
 }
 
+// Unwrap lets http.ResponseController reach the connection: streaming
+// routes lift the server's deadlines through it (limits.go).
+func (r *statusRecorder) Unwrap() http.ResponseWriter { return r.ResponseWriter }
+
 func (r *statusRecorder) Flush() {
 	if f, ok := r.ResponseWriter.(http.Flusher); ok {
 		f.Flush()
@@ -116,11 +120,12 @@ var (
 	descStorage    = prometheus.NewDesc("reconf_storage_failing", "1 while this node cannot write its Raft log (full or failing disk), else 0.", nil, nil)
 	descReadRounds = prometheus.NewDesc("reconf_read_index_rounds_total", "Leadership confirmation rounds run for linearizable reads (concurrent reads share one).", nil, nil)
 	descReadFall   = prometheus.NewDesc("reconf_read_index_fallbacks_total", "Confirmation rounds that got too few answers on the Raft port and confirmed through the log instead.", nil, nil)
+	descHalted     = prometheus.NewDesc("reconf_replica_halted", "1 once this replica stopped applying the Raft log (a damaged, missing or undecodable entry; /readyz says which), else 0. Replace the node.", nil, nil)
 )
 
 func (c *nodeCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descTerm, descCommit, descApplied, descLastIndex, descLeader, descContact,
-		descViolations, descFacts, descLive, descEntries, descBundles, descStorage, descReadRounds, descReadFall} {
+		descViolations, descFacts, descLive, descEntries, descBundles, descStorage, descReadRounds, descReadFall, descHalted} {
 		ch <- d
 	}
 }
@@ -155,4 +160,9 @@ func (c *nodeCollector) Collect(ch chan<- prometheus.Metric) {
 	rs := c.node.ReadStats()
 	ch <- prometheus.MustNewConstMetric(descReadRounds, prometheus.CounterValue, float64(rs.Rounds))
 	ch <- prometheus.MustNewConstMetric(descReadFall, prometheus.CounterValue, float64(rs.Fallbacks))
+	halted := 0.0
+	if c.node.Halted() != nil {
+		halted = 1
+	}
+	gauge(descHalted, halted)
 }

@@ -34,6 +34,8 @@ type Mux struct {
 	proof     []byte // cluster token proof dialers send; nil: none (peerauth.go)
 	logger    hclog.Logger
 
+	clusterIDState // identity.go
+
 	raftConns    chan net.Conn
 	forwardConns chan net.Conn
 	closed       chan struct{}
@@ -50,6 +52,9 @@ type MuxConfig struct {
 	// to the port proves it knows the token (peerauth.go).
 	ClusterToken string
 	Logger       hclog.Logger
+	// MaxConns bounds the connections open on the port at once (limits.go);
+	// default DefaultMaxConns.
+	MaxConns int
 }
 
 // ListenMux opens the Raft port.
@@ -78,7 +83,7 @@ func ListenMux(cfg MuxConfig) (*Mux, error) {
 		logger = hclog.NewNullLogger()
 	}
 	m := &Mux{
-		ln: ln, advertise: adv, tlsServer: cfg.TLSServer, tlsClient: cfg.TLSClient, proof: peerProof(cfg.ClusterToken), logger: logger,
+		ln: LimitListener(ln, cfg.MaxConns, logger), advertise: adv, tlsServer: cfg.TLSServer, tlsClient: cfg.TLSClient, proof: peerProof(cfg.ClusterToken), logger: logger,
 		raftConns: make(chan net.Conn, 16), forwardConns: make(chan net.Conn, 16), closed: make(chan struct{}),
 	}
 	go m.acceptLoop()
@@ -173,6 +178,16 @@ func (m *Mux) route(conn net.Conn) {
 		conn.Close()
 		return
 	}
+	if b[0] == protoHello { // identity.go: the cluster hello, then the protocol byte
+		if !m.acceptHello(conn) {
+			conn.Close()
+			return
+		}
+		if _, err := io.ReadFull(conn, b[:]); err != nil {
+			conn.Close()
+			return
+		}
+	}
 	_ = conn.SetReadDeadline(time.Time{})
 	var ch chan net.Conn
 	switch b[0] {
@@ -199,8 +214,41 @@ func (m *Mux) route(conn net.Conn) {
 	}
 }
 
-// dial opens a connection to a peer's Raft port for protocol proto.
+// dial opens a connection to a peer's Raft port for protocol proto, after
+// the cluster hello (identity.go); a peer of an older release that does not
+// answer the hello is dialled again without it.
 func (m *Mux) dial(ctx context.Context, addr string, proto byte) (net.Conn, error) {
+	conn, err := m.connect(ctx, addr)
+	if err != nil {
+		return nil, err
+	}
+	deadline, _ := ctx.Deadline()
+	switch err := m.dialHello(conn, deadline); {
+	case err == nil:
+		if _, err := conn.Write([]byte{proto}); err != nil {
+			conn.Close()
+			return nil, err
+		}
+		return conn, nil
+	case errors.Is(err, errNoHello):
+		conn.Close()
+		m.logger.Debug("raft port: peer does not answer the cluster hello (an older release); dialling without it", "addr", addr)
+	default:
+		conn.Close()
+		return nil, err
+	}
+	if conn, err = m.connect(ctx, addr); err != nil {
+		return nil, err
+	}
+	if _, err := conn.Write(append([]byte{proto}, m.proof...)); err != nil {
+		conn.Close()
+		return nil, err
+	}
+	return conn, nil
+}
+
+// connect opens a TCP (and TLS) connection to a peer's Raft port.
+func (m *Mux) connect(ctx context.Context, addr string) (net.Conn, error) {
 	d := net.Dialer{}
 	conn, err := d.DialContext(ctx, "tcp", addr)
 	if err != nil {
@@ -219,10 +267,6 @@ func (m *Mux) dial(ctx context.Context, addr string, proto byte) (net.Conn, erro
 			return nil, err
 		}
 		conn = tc
-	}
-	if _, err := conn.Write(append([]byte{proto}, m.proof...)); err != nil {
-		conn.Close()
-		return nil, err
 	}
 	return conn, nil
 }

@@ -170,15 +170,26 @@ func (s *Server) watchFacts(w http.ResponseWriter, r *http.Request) {
 		writeBadInput(w, err)
 		return
 	}
+	release, err := s.acquireWatch() // limits.go
+	if err != nil {
+		writeError(w, CodeUnavailable, fmt.Sprintf("%v: this node serves at most %d watches; retry later or follow another node", err, s.cfg.MaxWatches))
+		return
+	}
+	defer release()
+	nextWrite := streamDeadlines(w)
 	flusher, _ := w.(http.Flusher)
 	w.Header().Set("Content-Type", "application/x-ndjson")
 	w.WriteHeader(http.StatusOK)
 	if flusher != nil {
+		nextWrite()
 		flusher.Flush()
 	}
 	enc := json.NewEncoder(w)
 	ctx := r.Context()
 	for {
+		if s.node.Halted() != nil {
+			return // the replica stopped applying: nothing more to say
+		}
 		var facts []fsm.Fact
 		var applied uint64
 		s.node.FSM().Read(func(st *fsm.State) {
@@ -186,18 +197,29 @@ func (s *Server) watchFacts(w http.ResponseWriter, r *http.Request) {
 			applied = st.AppliedIndex()
 		})
 		for _, f := range facts {
+			nextWrite()
 			if err := enc.Encode(toFactJSON(&f)); err != nil {
 				return
 			}
 			after = f.Seq
 		}
 		if flusher != nil && len(facts) > 0 {
+			nextWrite()
 			flusher.Flush()
 		}
 		if len(facts) == 1000 {
 			continue
 		}
-		if err := s.node.FSM().WaitApplied(ctx, applied+1); err != nil {
+		// Wait for the next entry, or a token reload: a watch whose token
+		// was revoked ends there.
+		wctx, cancel := s.untilChanged(ctx)
+		err := s.node.FSM().WaitApplied(wctx, applied+1)
+		cancel()
+		if ctx.Err() != nil {
+			return
+		}
+		if err != nil && s.revoked(r) {
+			s.logger.Info("watch closed: its token was revoked or lost its role", "principal", PrincipalFrom(ctx).String())
 			return
 		}
 	}
@@ -399,6 +421,7 @@ func (s *Server) clusterSnapshot(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) clusterBackup(w http.ResponseWriter, r *http.Request) {
+	streamDeadlines(w) // a large backup may take longer than the write timeout (limits.go)
 	w.Header().Set("Content-Type", "application/octet-stream")
 	w.Header().Set("Content-Disposition", `attachment; filename="reconf-backup.snap"`)
 	n, err := s.node.Backup(w)
@@ -413,6 +436,7 @@ func (s *Server) clusterBackup(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) clusterRestore(w http.ResponseWriter, r *http.Request) {
+	streamDeadlines(w) // an upload may take longer than the read timeout; bounded by ctx below
 	ctx, cancel := context.WithTimeout(r.Context(), 10*time.Minute)
 	defer cancel()
 	if !s.node.IsLeader() {
@@ -454,6 +478,8 @@ func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
 	switch {
 	case err != nil:
 		writeError(w, CodeUnavailable, err.Error())
+	case s.node.Halted() != nil:
+		writeError(w, CodeReplicaHalted, s.node.Halted().Error()+". Replace this node (docs/operations.md, \"A replica that stopped applying\")")
 	case s.node.StorageError() != nil:
 		writeError(w, CodeUnavailable, "this node "+s.node.StorageError().Error())
 	case st.LeaderAddr == "":

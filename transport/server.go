@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"strconv"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
@@ -42,6 +43,9 @@ type ServerConfig struct {
 	// Support is what this node advertises it decodes (gate.go); nil:
 	// LocalSupport(). Tests set it to play an older release.
 	Support *CommandSupport
+	// MaxWatches bounds the open GET /v1/facts/watch streams (limits.go);
+	// default DefaultMaxWatches.
+	MaxWatches int
 }
 
 // Server is the HTTP API v1 of one node.
@@ -54,6 +58,7 @@ type Server struct {
 	metrics *metrics
 	gate    *versionGate   // gate.go
 	support CommandSupport // what this node advertises
+	watches atomic.Int64   // open watches (limits.go)
 }
 
 // NewServer builds the API handler for a node.
@@ -76,6 +81,9 @@ func NewServer(cfg ServerConfig) *Server {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
+	if cfg.MaxWatches <= 0 {
+		cfg.MaxWatches = DefaultMaxWatches
+	}
 	s := &Server{
 		cfg: cfg, node: cfg.Node, logger: cfg.Logger, mux: http.NewServeMux(),
 	}
@@ -95,6 +103,10 @@ func NewServer(cfg ServerConfig) *Server {
 		s.support = *cfg.Support
 	}
 	s.gate = newVersionGate(s)
+	cfg.Node.SetGate(s.gate) // every proposal passes the gate, whoever proposes it
+	if cfg.Mux != nil {
+		cfg.Mux.SetClusterID(cfg.Node.ClusterID) // identity.go
+	}
 	s.routes()
 	return s
 }
@@ -105,11 +117,11 @@ func (s *Server) Handler() http.Handler { return s.metrics.instrument(s.authoriz
 // ServeForwarded serves requests that peers forward over the Raft port until
 // the port closes.
 func (s *Server) ServeForwarded() error {
-	srv := &http.Server{Handler: s.Handler(), ReadHeaderTimeout: 10 * time.Second,
+	srv := HardenHTTPServer(&http.Server{Handler: s.Handler(),
 		// Requests on these connections come from authenticated peers (auth.go).
 		ConnContext: func(ctx context.Context, _ net.Conn) context.Context {
 			return context.WithValue(ctx, viaPeerKey{}, true)
-		}}
+		}})
 	err := srv.Serve(s.cfg.Mux.ForwardListener())
 	// The port is closed, so the node is going away: drop the connections
 	// peers still hold too. Answering on them would speak for a node that no
@@ -151,7 +163,7 @@ func statusOf(code string) int {
 		return http.StatusConflict
 	}
 	switch code {
-	case CodeUnavailable, CodeUnknownOutcome:
+	case CodeUnavailable, CodeUnknownOutcome, CodeReplicaHalted:
 		return http.StatusServiceUnavailable
 	case CodeNotFound:
 		return http.StatusNotFound
@@ -272,6 +284,12 @@ func (s *Server) read(w http.ResponseWriter, r *http.Request, serve func(st *fsm
 		writeBadInput(w, badField("consistency", "must be linearizable or stale, not %q", consistency))
 		return
 	}
+	if err := s.node.Halted(); err != nil {
+		// Neither a stale nor a linearizable read: the state may be
+		// behind, or wrong, for good.
+		writeError(w, CodeReplicaHalted, err.Error())
+		return
+	}
 	ctx, cancel := context.WithTimeout(r.Context(), s.cfg.RequestTimeout)
 	defer cancel()
 	if consistency != "stale" && !s.cfg.UnsafeLocalReads {
@@ -280,6 +298,10 @@ func (s *Server) read(w http.ResponseWriter, r *http.Request, serve func(st *fsm
 			return
 		}
 		if err := s.node.LinearizableRead(ctx); err != nil {
+			if errors.Is(err, cluster.ErrHalted) {
+				writeError(w, CodeReplicaHalted, err.Error())
+				return
+			}
 			if errors.Is(err, cluster.ErrNotLeader) {
 				s.forwardToLeader(ctx, w, r, nil)
 				return

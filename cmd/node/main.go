@@ -77,6 +77,8 @@ func flags() []cli.Flag {
 		&cli.DurationFlag{Name: "heartbeat-timeout", Value: time.Second, EnvVars: env("HEARTBEAT_TIMEOUT"), Usage: "Raft heartbeat timeout"},
 		&cli.DurationFlag{Name: "election-timeout", Value: time.Second, EnvVars: env("ELECTION_TIMEOUT"), Usage: "Raft election timeout"},
 		&cli.DurationFlag{Name: "shutdown-timeout", Value: 10 * time.Second, EnvVars: env("SHUTDOWN_TIMEOUT"), Usage: "bound on a graceful shutdown"},
+		&cli.IntFlag{Name: "max-conns", Value: transport.DefaultMaxConns, EnvVars: env("MAX_CONNS"), Usage: "connections the API and the Raft port each accept at once; more are closed at once"},
+		&cli.IntFlag{Name: "max-watches", Value: transport.DefaultMaxWatches, EnvVars: env("MAX_WATCHES"), Usage: "open GET /v1/facts/watch streams this node serves at once (503 beyond)"},
 		&cli.BoolFlag{Name: "unsafe-local-reads", EnvVars: env("UNSAFE_LOCAL_READS"), Hidden: true, Usage: "TEST ONLY: serve linearizable reads from local state without a leader check"},
 	}
 }
@@ -125,12 +127,17 @@ func run(c *cli.Context) error {
 	}
 
 	mux, err := transport.ListenMux(sec.muxConfig(transport.MuxConfig{
-		Listen: c.String("raft-addr"), Advertise: c.String("advertise-raft"), Logger: logger.Named("mux"),
+		Listen: c.String("raft-addr"), Advertise: c.String("advertise-raft"), Logger: logger.Named("mux"), MaxConns: c.Int("max-conns"),
 	}))
 	if err != nil {
 		return err
 	}
 	defer mux.Close()
+	// The Raft port proves this node's cluster from the first connection
+	// on (transport/identity.go); the node takes over once it runs.
+	if cid, err := cluster.DataDirClusterID(dataDir); err == nil && cid != "" {
+		mux.SetClusterID(func() string { return cid })
+	}
 	cfg := cluster.Config{
 		ID: id, DataDir: dataDir, AdvertiseRaft: mux.Addr().String(), StreamLayer: mux.RaftLayer(),
 		Bootstrap: bootstrap, Logger: logger,
@@ -152,18 +159,19 @@ func run(c *cli.Context) error {
 	}
 	api := transport.NewServer(transport.ServerConfig{
 		Node: node, Mux: mux, AdvertiseHTTP: advHTTP, Logger: logger.Named("api"),
-		UnsafeLocalReads: c.Bool("unsafe-local-reads"), Auth: sec.auth,
+		UnsafeLocalReads: c.Bool("unsafe-local-reads"), Auth: sec.auth, MaxWatches: c.Int("max-watches"),
 	})
 	ln, err := net.Listen("tcp", c.String("http-addr"))
 	if err != nil {
 		node.Shutdown(context.Background())
 		return fmt.Errorf("listen on http address: %w", err)
 	}
+	ln = transport.LimitListener(ln, c.Int("max-conns"), logger.Named("http")) // limits.go
 	if sec.tls != nil {
 		ln = tls.NewListener(ln, sec.tls.APIServerConfig())
 	}
-	httpSrv := &http.Server{Handler: api.Handler(), ReadHeaderTimeout: 10 * time.Second,
-		ErrorLog: logger.Named("http").StandardLogger(&hclog.StandardLoggerOptions{ForceLevel: hclog.Debug})}
+	httpSrv := transport.HardenHTTPServer(&http.Server{Handler: api.Handler(),
+		ErrorLog: logger.Named("http").StandardLogger(&hclog.StandardLoggerOptions{ForceLevel: hclog.Debug})})
 	go func() {
 		if err := httpSrv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			logger.Error("http server", "error", err)

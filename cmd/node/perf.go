@@ -2,6 +2,7 @@ package main
 
 import (
 	"errors"
+	"fmt"
 	"net"
 	"net/http"
 	"net/http/pprof"
@@ -25,7 +26,7 @@ func perfFlags() []cli.Flag {
 		&cli.IntFlag{Name: "gc-min-heap-mb", Value: 64, EnvVars: env("GC_MIN_HEAP_MB"),
 			Usage: "let the heap grow to this many MiB before the Go GC runs (a ballast that is never touched: no resident memory); 0: off"},
 		&cli.StringFlag{Name: "pprof", EnvVars: env("PPROF"),
-			Usage: "serve Go's /debug/pprof on this `host:port` (off by default; keep it on localhost)"},
+			Usage: "serve Go's /debug/pprof on this loopback `host:port` (off by default; other addresses are refused: profiles show the process's memory)"},
 	}
 }
 
@@ -57,17 +58,28 @@ func startPprof(c *cli.Context, logger hclog.Logger) error {
 	if addr == "" {
 		return nil
 	}
+	// pprof has no authentication, and heap profiles and goroutine dumps
+	// show secrets in memory: loopback only (reach it over ssh).
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return err
+	}
+	if ip := net.ParseIP(host); host != "localhost" && (ip == nil || !ip.IsLoopback()) {
+		return fmt.Errorf("%s is not a loopback address: pprof has no authentication; use 127.0.0.1:PORT and reach it over ssh", addr)
+	}
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return err
 	}
 	mux := http.NewServeMux()
 	mux.HandleFunc("/debug/pprof/", pprof.Index)
-	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+	// No /debug/pprof/cmdline: it would show --cluster-token when given as
+	// a flag.
+	mux.HandleFunc("/debug/pprof/cmdline", http.NotFound)
 	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
 	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
 	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
-	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: time.Minute}
 	go func() {
 		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			logger.Error("pprof server", "error", err)

@@ -2,9 +2,11 @@ package main
 
 import (
 	"errors"
+	"fmt"
 	"net"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 
 	"github.com/hashicorp/go-hclog"
@@ -20,7 +22,8 @@ func securityFlags() []cli.Flag {
 		&cli.StringFlag{Name: "tls-key", EnvVars: env("TLS_KEY"), Usage: "PEM private key `file` of --tls-cert"},
 		&cli.StringFlag{Name: "tls-ca", EnvVars: env("TLS_CA"), Usage: "PEM `file` of the CA that signs every node's and client's certificate; API clients must present a certificate it signed"},
 		&cli.StringFlag{Name: "token-file", EnvVars: env("TOKEN_FILE"), Usage: "`file` of bearer tokens, one \"TOKEN ROLE\" per line (role read, write or admin); reloaded on SIGHUP"},
-		&cli.StringFlag{Name: "cluster-token", EnvVars: env("CLUSTER_TOKEN"), Usage: "shared secret of the cluster's nodes (16+ characters): proves a peer on the Raft port and on join; required with --token-file without TLS. Prefer the environment variable to the flag"},
+		&cli.StringFlag{Name: "cluster-token", EnvVars: env("CLUSTER_TOKEN"), Usage: "shared secret of the cluster's nodes (16+ characters): proves a peer on the Raft port and on join; required with --token-file without TLS. Prefer --cluster-token-file or the environment variable: a flag shows in ps"},
+		&cli.StringFlag{Name: "cluster-token-file", EnvVars: env("CLUSTER_TOKEN_FILE"), Usage: "`file` holding the cluster token (its first line); instead of --cluster-token"},
 	}
 }
 
@@ -33,7 +36,11 @@ type security struct {
 }
 
 func loadSecurity(c *cli.Context, logger hclog.Logger) (*security, error) {
-	sec := &security{clusterToken: c.String("cluster-token"), tokenFile: c.String("token-file")}
+	clusterToken, err := clusterTokenOf(c, logger)
+	if err != nil {
+		return nil, err
+	}
+	sec := &security{clusterToken: clusterToken, tokenFile: c.String("token-file")}
 	cert, key, ca := c.String("tls-cert"), c.String("tls-key"), c.String("tls-ca")
 	if cert != "" || key != "" || ca != "" {
 		t, err := transport.LoadNodeTLS(transport.TLSFiles{CertFile: cert, KeyFile: key, CAFile: ca})
@@ -145,4 +152,32 @@ func reloadOnHUP(sec *security, logger hclog.Logger, stop <-chan struct{}) {
 			}
 		}
 	}()
+}
+
+// clusterTokenOf reads the cluster token from --cluster-token-file, the
+// environment or the flag. Given as a flag it shows in ps and in
+// /proc/PID/cmdline to every user of the machine: warn.
+func clusterTokenOf(c *cli.Context, logger hclog.Logger) (string, error) {
+	file, tok := c.String("cluster-token-file"), c.String("cluster-token")
+	switch {
+	case file != "" && tok != "":
+		return "", errors.New("--cluster-token-file and --cluster-token (or RECONF_CLUSTER_TOKEN) are both set: give one")
+	case file != "":
+		b, err := os.ReadFile(file)
+		if err != nil {
+			return "", fmt.Errorf("--cluster-token-file: %w", err)
+		}
+		line, _, _ := strings.Cut(string(b), "\n")
+		line = strings.TrimSpace(line)
+		if line == "" {
+			return "", fmt.Errorf("--cluster-token-file %s: the first line is empty", file)
+		}
+		if fi, err := os.Stat(file); err == nil && fi.Mode().Perm()&0o077 != 0 {
+			logger.Warn("the cluster token file can be read by other users; chmod 600 it", "file", file, "mode", fi.Mode().Perm().String())
+		}
+		return line, nil
+	case tok != "" && os.Getenv("RECONF_CLUSTER_TOKEN") != tok:
+		logger.Warn("the cluster token was given as --cluster-token, which every user of this machine can read in ps; use --cluster-token-file or RECONF_CLUSTER_TOKEN")
+	}
+	return tok, nil
 }
