@@ -216,11 +216,22 @@ func classOf(f transport.FootprintJSON, sess string) uint8 {
 	return ClassNone
 }
 
+// probeRounds is how many reads of each footprint and live session one
+// Probe sends: more reads in a paused leader's sockets, more chances that
+// one registers its leadership check before stale replies are processed.
+const probeRounds = 3
+
 // Probe aims linearizable reads at node i, all at once and without
 // waiting for them: every authority's footprint and every live session,
-// the reads a leader that does not know it was deposed would answer from
-// old state. Each read is an op of its own process.
+// probeRounds times, the reads a leader that does not know it was deposed
+// would answer from old state. Each read is an op of its own process.
 func (w *Workload) Probe(hard context.Context, i int, when string) {
+	for range probeRounds {
+		w.probeOnce(hard, i, when)
+	}
+}
+
+func (w *Workload) probeOnce(hard context.Context, i int, when string) {
 	for a := range w.Auths {
 		w.probes.Add(1)
 		go func() {
