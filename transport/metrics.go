@@ -19,13 +19,14 @@ import (
 // own registry, so tests can run several nodes in one process.
 type metrics struct {
 	reg      *prometheus.Registry
+	gather   prometheus.Gatherer // reg, plus the extra metrics the server was given
 	commands *prometheus.CounterVec
 	latency  *prometheus.HistogramVec
 	requests *prometheus.CounterVec
 	denied   *prometheus.CounterVec
 }
 
-func newMetrics(node *cluster.Node) *metrics {
+func newMetrics(node *cluster.Node, extra prometheus.Gatherer) *metrics {
 	m := &metrics{
 		reg: prometheus.NewRegistry(),
 		commands: prometheus.NewCounterVec(prometheus.CounterOpts{
@@ -49,13 +50,17 @@ func newMetrics(node *cluster.Node) *metrics {
 	m.reg.MustRegister(m.commands, m.latency, m.requests, m.denied,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		&nodeCollector{node: node}, &groupCommitCollector{node: node}) // perfmetrics.go
+	m.gather = m.reg
+	if extra != nil {
+		m.gather = prometheus.Gatherers{m.reg, extra}
+	}
 	return m
 }
 
 func (m *metrics) authDenied(code string) { m.denied.WithLabelValues(code).Inc() }
 
 func (m *metrics) handler() http.Handler {
-	return promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{})
+	return promhttp.HandlerFor(m.gather, promhttp.HandlerOpts{})
 }
 
 func (m *metrics) observeCommand(t fsm.Type, res fsm.Result, err error, d time.Duration) {

@@ -5,6 +5,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"errors"
+	"github.com/prometheus/client_golang/prometheus"
 	"io"
 	"net"
 	"net/http"
@@ -46,6 +47,9 @@ type ServerConfig struct {
 	// MaxWatches bounds the open GET /v1/facts/watch streams (limits.go);
 	// default DefaultMaxWatches.
 	MaxWatches int
+	// ExtraMetrics is served on /metrics beside the node's own (reconfd
+	// passes hashicorp/raft's go-metrics there); nil: none.
+	ExtraMetrics prometheus.Gatherer
 }
 
 // Server is the HTTP API v1 of one node.
@@ -97,7 +101,7 @@ func NewServer(cfg ServerConfig) *Server {
 		MaxIdleConnsPerHost: 512,
 		IdleConnTimeout:     90 * time.Second,
 	}}
-	s.metrics = newMetrics(cfg.Node)
+	s.metrics = newMetrics(cfg.Node, cfg.ExtraMetrics)
 	s.support = LocalSupport()
 	if cfg.Support != nil {
 		s.support = *cfg.Support

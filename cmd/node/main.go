@@ -150,6 +150,10 @@ func run(c *cli.Context) error {
 	if err := startPprof(c, logger); err != nil {
 		return fmt.Errorf("--pprof: %w", err)
 	}
+	raftMetrics, err := installRaftMetrics() // raftmetrics.go
+	if err != nil {
+		return err
+	}
 	node, err := cluster.Open(cfg)
 	if err != nil {
 		return err
@@ -160,6 +164,7 @@ func run(c *cli.Context) error {
 	api := transport.NewServer(transport.ServerConfig{
 		Node: node, Mux: mux, AdvertiseHTTP: advHTTP, Logger: logger.Named("api"),
 		UnsafeLocalReads: c.Bool("unsafe-local-reads"), Auth: sec.auth, MaxWatches: c.Int("max-watches"),
+		ExtraMetrics: raftMetrics,
 	})
 	ln, err := net.Listen("tcp", c.String("http-addr"))
 	if err != nil {

@@ -8,6 +8,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"os"
@@ -483,5 +484,27 @@ func TestReconfdHealthcheck(t *testing.T) {
 	// A plain HTTP client gets no answer from the API.
 	if s, _ := status(t, "GET", "http://"+tp.http+"/readyz", "", nil); s == 200 {
 		t.Fatal("plain HTTP served by a TLS node")
+	}
+}
+
+// TestReconfdServesRaftMetrics: hashicorp/raft's own timings reach
+// /metrics beside reconf's (raftmetrics.go).
+func TestReconfdServesRaftMetrics(t *testing.T) {
+	p := newProc(t, "m1")
+	p.start("--bootstrap")
+	p.waitReady()
+	if code, e := addFootprint(t, p.http, ""); code != http.StatusOK {
+		t.Fatalf("write: %d %s", code, e)
+	}
+	resp, err := http.Get("http://" + p.http + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	for _, want := range []string{"reconf_raft_commitTime_count", "reconf_raft_fsm_applyBatch_count", "reconf_raft_term", "reconf_read_index_rounds_total"} {
+		if !strings.Contains(string(body), "\n"+want+" ") {
+			t.Errorf("/metrics has no %s", want)
+		}
 	}
 }
