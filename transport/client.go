@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	mrand "math/rand/v2"
 	"net"
 	"net/http"
 	"net/url"
@@ -174,12 +175,18 @@ func (c *Client) call(ctx context.Context, method, path string, body any, out an
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
-		case <-time.After(backoff):
+		case <-time.After(jitter(backoff)):
 		}
 		if backoff < 500*time.Millisecond {
 			backoff *= 2
 		}
 	}
+}
+
+// jitter spreads a backoff over [d/2, 3d/2), so that clients that failed
+// together (a leader change) do not all retry in the same instant.
+func jitter(d time.Duration) time.Duration {
+	return d/2 + mrand.N(d)
 }
 
 // Call sends any API request with the client's retries and leader
