@@ -158,7 +158,15 @@ func serveConfirm(v raftView, conn net.Conn) {
 type confirmPeer struct {
 	mu   sync.Mutex
 	conn net.Conn
+	// quietUntil: a peer that closed a fresh connection without answering
+	// (a release that does not speak the protocol, during a rolling
+	// upgrade) is not asked again before then, so the leader does not
+	// dial it, and make it log an unknown RPC type, on every round.
+	quietUntil time.Time
 }
+
+// confirmQuiet is how long a peer that hung up unanswered is left alone.
+const confirmQuiet = 2 * time.Second
 
 // confirmer runs confirmation rounds for the leader.
 type confirmer struct {
@@ -210,7 +218,10 @@ func (c *confirmer) close() {
 	}
 }
 
-var errPeerBusy = errors.New("previous confirmation request to this peer still in flight")
+var (
+	errPeerBusy  = errors.New("previous confirmation request to this peer still in flight")
+	errPeerQuiet = errors.New("peer hung up on the last confirmation request unanswered; not asked for now")
+)
 
 // ask sends one request to addr and waits for the answer that echoes its
 // nonce, until deadline.
@@ -223,16 +234,23 @@ func (c *confirmer) ask(addr string, req confirmRequest, deadline time.Time) (co
 		return confirmAnswer{}, errPeerBusy
 	}
 	defer p.mu.Unlock()
+	if time.Now().Before(p.quietUntil) {
+		return confirmAnswer{}, errPeerQuiet
+	}
+	fresh := false
 	if p.conn == nil {
 		conn, err := c.dial(addr, time.Until(deadline))
 		if err != nil {
 			return confirmAnswer{}, err
 		}
-		p.conn = conn
+		p.conn, fresh = conn, true
 	}
 	fail := func(err error) (confirmAnswer, error) {
 		p.conn.Close()
 		p.conn = nil
+		if fresh && (errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF)) {
+			p.quietUntil = time.Now().Add(confirmQuiet)
+		}
 		return confirmAnswer{}, err
 	}
 	_ = p.conn.SetDeadline(deadline)

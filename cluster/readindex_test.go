@@ -431,3 +431,32 @@ func TestConfirmWireRoundTrip(t *testing.T) {
 		t.Fatal("verdict byte 7 accepted")
 	}
 }
+
+// TestConfirmLeavesSilentPeersAlone: a peer that hangs up unanswered (an
+// older release) is not dialled again on the next rounds; the round
+// reports it unconfirmed, so the read falls back to the log.
+func TestConfirmLeavesSilentPeersAlone(t *testing.T) {
+	var mu sync.Mutex
+	dials := 0
+	c := newConfirmer(func(string, time.Duration) (net.Conn, error) {
+		mu.Lock()
+		dials++
+		mu.Unlock()
+		client, server := net.Pipe()
+		go func() {
+			_, _ = readConfirmRequest(server)
+			server.Close()
+		}()
+		return client, nil
+	})
+	defer c.close()
+	servers := []raft.Server{{ID: "a", Address: "a", Suffrage: raft.Voter}, {ID: "b", Address: "b", Suffrage: raft.Voter}}
+	for i := 0; i < 5; i++ {
+		if err := c.round("a", servers, 5, time.Second); !errors.Is(err, errUnconfirmed) {
+			t.Fatalf("round %d: %v, want errUnconfirmed", i, err)
+		}
+	}
+	if dials != 1 {
+		t.Fatalf("the silent peer was dialled %d times in 5 rounds, want 1", dials)
+	}
+}
