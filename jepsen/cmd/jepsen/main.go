@@ -31,8 +31,18 @@ func main() {
 		quiet    = flag.Bool("quiet", false, "no progress lines")
 		calm     = flag.String("calm", "2s:4s", "healthy time between faults, min:max")
 		hold     = flag.String("hold", "3s:6s", "how long each fault lasts, min:max")
+		table    = flag.String("table", "", "print a Markdown table of every run under this results root, by fault, and exit")
 	)
 	flag.Parse()
+	if *table != "" {
+		rows, err := jepsen.Sweep(*table)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "jepsen:", err)
+			os.Exit(2)
+		}
+		fmt.Print(jepsen.SweepTable(rows))
+		return
+	}
 	calmR, err1 := durRange(*calm)
 	holdR, err2 := durRange(*hold)
 	if err1 != nil || err2 != nil {
