@@ -465,7 +465,7 @@ func (g *modelGen) op() (op Op, unsafe bool) {
 	case x < 2:
 		return nil, true
 	case x < 5:
-		return &bogusOp{T: pickOf(g.r, []Type{0, 11, 200})}, false
+		return &bogusOp{T: pickOf(g.r, []Type{0, 14, 200})}, false
 	}
 	switch x := g.r.IntN(100); {
 	case x < 14:
