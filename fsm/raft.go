@@ -67,7 +67,13 @@ func (f *FSM) applyLocked(l *raft.Log) interface{} {
 		f.state.Advance(l.Index)
 		return nil
 	}
+	lost := f.state.FactsLost()
 	results := f.state.ApplyEntry(l.Index, l.Data)
+	if n := f.state.FactsLost(); n > lost {
+		// hard_max_facts: a consumer fell so far behind that retention
+		// trimmed facts it had not read (fsm/retention.go).
+		f.logger.Error("facts trimmed before a consumer acknowledged them", "index", l.Index, "lost", n-lost, "lost_total", n)
+	}
 	for i := range results {
 		if err := results[i].Err; err != nil && err.Code == CodeUnknownCommand {
 			// A voter that cannot read the log is a version skew an operator

@@ -48,7 +48,8 @@ func newMetrics(node *cluster.Node) *metrics {
 	}
 	m.reg.MustRegister(m.commands, m.latency, m.requests, m.denied,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
-		&nodeCollector{node: node}, &groupCommitCollector{node: node}) // perfmetrics.go
+		&nodeCollector{node: node}, &groupCommitCollector{node: node}, // perfmetrics.go
+		&boundedCollector{node: node}) // bounded_metrics.go
 	return m
 }
 
