@@ -238,12 +238,12 @@ func (g *modelGen) boundedOp() Op {
 	case 0, 1, 2:
 		op := &SetRetention{Set: uint8(1 + g.r.IntN(retainAll)), AtMillis: g.stamp()}
 		op.MaxFacts = pickOf(g.r, []uint64{0, 1, 10, 300, 700, 5000})
-		op.HardMaxFacts = pickOf(g.r, []uint64{1, 600, 1500, 3000, 1 << 40})
+		op.HardMaxFacts = pickOf(g.r, []uint64{1, 600, 1500, 1500, 3000, 1 << 40, 1 << 40})
 		op.MaxAgeMillis = pickOf(g.r, []uint64{0, 0, 30_000, 600_000})
 		op.RequestIDTTLMillis = pickOf(g.r, []uint64{0, 1000, 20_000, 120_000, 600_000})
 		op.RequestIDBudgetBytes = pickOf(g.r, []uint64{MinRequestIDBudget - 1, MinRequestIDBudget, MinRequestIDBudget * 2, 64 << 20})
 		return op
-	case 3:
+	case 3, 4, 5:
 		return &DropConsumer{Name: pickOf(g.r, append(names, "a/b")), AtMillis: g.stamp()}
 	default:
 		through := last - min(last, g.r.Uint64N(600))
@@ -906,6 +906,28 @@ func (h *modelHarness) applyOne(gc genCmd) {
 	h.compareResult("Apply", gc.cmd, got, want)
 	h.compareResult("Apply on twin clone", gc.cmd, h.twin.Apply(h.idx, gc.cmd), want)
 	h.count(gc.cmd, want)
+	h.compareBounded()
+}
+
+// compareBounded checks, after every command, the cheap summary of bounded
+// state: trimming, losses and forgetting must happen at exactly the same
+// command as in the model, not just agree at checkpoints.
+func (h *modelHarness) compareBounded() {
+	rq := h.st.Requests()
+	got := []any{h.st.FirstFactSeq(), h.st.FactsLost(), h.st.Clock(), rq.Entries, rq.EvictedEarly}
+	want := []any{h.m.factBase + 1, h.m.lost, h.m.clock, len(h.m.requests), h.m.evicted}
+	if canon(got) != canon(want) {
+		h.fail("bounded state (first seq, lost, clock, ids, evicted early) differs:\n fsm:   %v\n model: %v", got, want)
+	}
+	if h.m.factBase > 0 {
+		h.stats["bounded: facts trimmed"]++
+	}
+	if h.m.lost > 0 {
+		h.stats["bounded: facts lost by a consumer"]++
+	}
+	if h.m.evicted > 0 {
+		h.stats["bounded: request ids evicted early"]++
+	}
 }
 
 // applyBatch packs several commands into one entry and applies it with

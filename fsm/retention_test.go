@@ -54,7 +54,16 @@ func restoreCopy(t testing.TB, s *State) *State {
 func TestRetentionTrimsWholeChunksByCount(t *testing.T) {
 	h := rcNew(t)
 	h.ok(&SetRetention{Set: RetainMaxFacts, Retention: Retention{MaxFacts: 1000}, AtMillis: 5})
-	rcPingPong(h, 3000, 1000, 1)
+	// The first chunk (512 facts) goes exactly when 1,000 facts follow it.
+	rcPingPong(h, factChunk+999, 1000, 1)
+	if h.s.FirstFactSeq() != 1 {
+		t.Fatalf("trimmed with only 999 facts after the chunk: first %d", h.s.FirstFactSeq())
+	}
+	rcPingPong(h, 1, 1000, 1)
+	if h.s.FirstFactSeq() != factChunk+1 {
+		t.Fatalf("not trimmed with 1000 facts after the chunk: first %d", h.s.FirstFactSeq())
+	}
+	rcPingPong(h, 3000-factChunk-1000, 1000, 1)
 	last := h.s.LastFactSeq()
 	first := h.s.FirstFactSeq()
 	retained := last - first + 1

@@ -1,6 +1,7 @@
 package fsm
 
 import (
+	"bytes"
 	"slices"
 
 	"github.com/google/btree"
@@ -141,7 +142,9 @@ func (e *requestEntry) result() Result {
 func encodeResult(r *Result) []byte {
 	var e encoder
 	e.result(r)
-	return e.buf
+	// Exactly its size: append's spare capacity would be memory the
+	// budget does not count.
+	return slices.Clip(bytes.Clone(e.buf))
 }
 
 // requestKey is a request id's entry in the lookup index: the id's hash and
