@@ -23,26 +23,46 @@ func (s *State) Apply(index uint64, cmd Command) Result {
 	if cmd.RequestID != "" {
 		hash = requestHash(cmd.RequestID)
 		if e, ok := s.lookupRequest(cmd.RequestID, hash); ok {
-			r := *e.result
+			r := e.result()
 			r.Deduped = true
 			return r
 		}
 	}
 	r := s.apply(index, cmd.Op)
 	r.Index = index
+	// In bounded mode (retention.go) an accepted command that carries the
+	// leader's time moves the replicated clock; the new id is stamped with
+	// it, or left for the next stamp to date.
+	var stamp uint64
+	if at, timed := stampOf(cmd.Op); timed && r.Err == nil && s.bounded {
+		s.advanceClock(at)
+		stamp = s.clock
+	}
 	if cmd.RequestID != "" {
-		s.rememberHashed(cmd.RequestID, hash, r)
+		s.rememberHashed(cmd.RequestID, hash, r, stamp)
+	}
+	if s.bounded {
+		s.expireRequests()
+		s.trimFacts()
 	}
 	return r
 }
 
 // remember stores id's result in the request-id table.
-func (s *State) remember(id string, r Result) { s.rememberHashed(id, requestHash(id), r) }
+func (s *State) remember(id string, r Result) { s.rememberHashed(id, requestHash(id), r, 0) }
 
 // rememberHashed is remember for a caller that has requestHash(id) already.
-func (s *State) rememberHashed(id string, hash uint64, r Result) {
+// stamp is the id's time (0: none yet). Outside bounded mode the table keeps
+// the newest MaxRequestIDs ids, as older releases did.
+func (s *State) rememberHashed(id string, hash uint64, r Result, stamp uint64) {
 	s.requestSeq++
-	s.addRequest(requestEntry{id: id, seq: s.requestSeq, result: &r, hash: hash})
+	s.addRequest(requestEntry{id: id, seq: s.requestSeq, at: stamp, res: encodeResult(&r), hash: hash})
+	if s.bounded {
+		if stamp == 0 {
+			s.reqUnstamped = true
+		}
+		return
+	}
 	for s.requests.Len() > MaxRequestIDs {
 		s.forgetOldestRequest()
 	}
@@ -76,6 +96,12 @@ func (s *State) apply(index uint64, op Op) Result {
 		return s.seedMembership(op)
 	case *ExecuteUpgrade:
 		return s.executeUpgrade(op)
+	case *SetRetention:
+		return s.setRetention(op)
+	case *AckConsumer:
+		return s.ackConsumer(op)
+	case *DropConsumer:
+		return s.dropConsumer(op)
 	}
 	return Result{Err: errorf(CodeUnknownCommand, "unknown operation %T", op)}
 }

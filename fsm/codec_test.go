@@ -635,7 +635,7 @@ func TestCodecRestoreValidatesContent(t *testing.T) {
 			s.footprints.ReplaceOrInsert(footprintItem{auth: rcAuth(1), sess: rcSess(1), class: 9})
 		}},
 		{"request_seq_ahead", func(s *State) {
-			s.addRequest(newRequestEntry("r", s.requestSeq+1, &Result{}))
+			s.addRequest(newRequestEntry("r", s.requestSeq+1, encodeResult(&Result{})))
 		}},
 	}
 	for _, tc := range cases {

@@ -39,6 +39,12 @@ func (t Type) String() string {
 		return "seed_membership"
 	case TypeExecuteUpgrade:
 		return "execute_upgrade"
+	case TypeSetRetention:
+		return "set_retention"
+	case TypeAckConsumer:
+		return "ack_consumer"
+	case TypeDropConsumer:
+		return "drop_consumer"
 	}
 	return "unknown"
 }
@@ -156,6 +162,8 @@ type Result struct {
 	Session   *LiveSession     // open session
 	Execution *Execution       // execute upgrade
 	Upgrade   *UpgradeSnapshot // seed membership
+	Retention *Retention       // set retention: the policy now in force
+	Consumer  *Consumer        // ack consumer (its cursor now), drop consumer
 	Deduped   bool             // answered from the request-id table, not applied again
 }
 

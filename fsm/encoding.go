@@ -332,6 +332,8 @@ const (
 	resSession
 	resExecution
 	resUpgrade
+	resRetention
+	resConsumer
 )
 
 func (e *encoder) result(r *Result) {
@@ -355,6 +357,12 @@ func (e *encoder) result(r *Result) {
 	if r.Upgrade != nil {
 		mask |= resUpgrade
 	}
+	if r.Retention != nil {
+		mask |= resRetention
+	}
+	if r.Consumer != nil {
+		mask |= resConsumer
+	}
 	e.u8(mask)
 	if r.Err != nil {
 		e.str(string(r.Err.Code))
@@ -375,14 +383,20 @@ func (e *encoder) result(r *Result) {
 	if r.Upgrade != nil {
 		e.upgradeSnapshot(r.Upgrade)
 	}
+	if r.Retention != nil {
+		e.retention(r.Retention)
+	}
+	if r.Consumer != nil {
+		e.str(r.Consumer.Name)
+		e.uvarint(r.Consumer.Cursor)
+	}
 }
 
 func (d *decoder) result() *Result {
 	r := &Result{Index: d.uvarint()}
+	// Every bit of the mask names a field now: a further field needs a
+	// second mask byte behind a new format.
 	mask := d.u8()
-	if mask >= resUpgrade<<1 {
-		d.fail("invalid result field mask %#x", mask)
-	}
 	if mask&resErr != 0 {
 		r.Err = &Error{Code: Code(d.str()), Message: d.str()}
 	}
@@ -400,6 +414,13 @@ func (d *decoder) result() *Result {
 	}
 	if mask&resUpgrade != 0 {
 		r.Upgrade = d.upgradeSnapshot()
+	}
+	if mask&resRetention != 0 {
+		p := d.retention()
+		r.Retention = &p
+	}
+	if mask&resConsumer != 0 {
+		r.Consumer = &Consumer{Name: d.str(), Cursor: d.uvarint()}
 	}
 	return r
 }

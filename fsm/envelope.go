@@ -89,6 +89,8 @@ func (e *encoder) payload(op Op) {
 	case *ExecuteUpgrade:
 		e.str(op.BundleID)
 		e.upgradeRequest(&op.Request)
+	default:
+		e.boundedPayload(op) // retention.go's commands: bounded_codec.go
 	}
 }
 
@@ -172,6 +174,8 @@ func decodePayload(typ Type, version uint8, body []byte) (Op, *Error) {
 		op = &SeedMembership{BundleID: d.str(), Members: d.strs()}
 	case TypeExecuteUpgrade:
 		op = &ExecuteUpgrade{BundleID: d.str(), Request: *d.upgradeRequest()}
+	default:
+		op = d.boundedPayload(typ) // bounded_codec.go
 	}
 	d.end()
 	if d.err != nil {

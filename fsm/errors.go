@@ -33,6 +33,7 @@ var Codes = []Code{
 	CodeCoherenceViolation, CodeInvalidLinkBoundary, CodeMissingCapability,
 	CodeInvalidRuntimeUpgrade, CodeSessionNotFound, CodeOwnerConflict, CodeStaleOwner,
 	CodeSessionMismatch, CodeAuthorityNotFound, CodeUnknownCommand,
+	CodeFactsTrimmed, CodeConsumerNotFound,
 }
 
 // Error is a typed rejection. It is part of a command's replicated result,

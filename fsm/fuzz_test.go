@@ -84,6 +84,10 @@ func fzCommands() []Command {
 		{Op: &ExecuteUpgrade{BundleID: "epoch_rotation_transfer", Request: req}},
 		{RequestID: "req-1", Op: &Delegate{Delegation: full}},
 		{RequestID: "req-2", Op: &SetCapabilities{Reconfiguration: true}},
+		{RequestID: "req-3", Op: &SetRetention{Set: retainAll, Retention: Retention{MaxFacts: 5, HardMaxFacts: 9, MaxAgeMillis: 60000,
+			RequestIDTTLMillis: 60000, RequestIDBudgetBytes: MinRequestIDBudget}, AtMillis: 1700000000000}},
+		{Op: &AckConsumer{Name: "audit", Through: 1, AtMillis: 1700000000001}},
+		{Op: &DropConsumer{Name: "audit", AtMillis: 1700000000002}},
 	}
 }
 
@@ -432,6 +436,28 @@ func fzSeedStates(tb testing.TB) []*State {
 			From: fzAuth(i % auths), To: fzAuth(i%auths + 1), BundleID: "device_migration"}}})
 	}
 	out = append(out, big)
+	// Bounded mode: a trimmed journal, consumers, stamped ids and newer
+	// ones no stamp dates yet.
+	bs := New()
+	idx := uint64(1)
+	bs.Apply(idx, Command{Op: &SetRetention{Set: RetainMaxFacts, Retention: Retention{MaxFacts: 10}, AtMillis: 1000}})
+	bs.Apply(idx+1, Command{Op: &ExtendFootprint{Authority: fzAuth(1), Session: fzSess(1), Class: Native}})
+	idx += 2
+	bs.Apply(idx, Command{Op: &AckConsumer{Name: "late", Through: 0, AtMillis: 1000}})
+	for i := uint64(0); i < 2*factChunk; i++ {
+		from, to := fzAuth(1+i%2), fzAuth(2-i%2)
+		idx++
+		bs.Apply(idx, Command{RequestID: fmt.Sprintf("d-%d", i), Op: &Delegate{Delegation: Delegation{Session: fzSess(1),
+			From: from, To: to, BundleID: "device_migration", AtMillis: 2000 + i}}})
+	}
+	idx++
+	bs.Apply(idx, Command{Op: &AckConsumer{Name: "late", Through: factChunk + 1, AtMillis: 3000}})
+	idx++
+	bs.Apply(idx, Command{RequestID: "untimed", Op: &SetCapabilities{Reconfiguration: true}})
+	if bs.FirstFactSeq() == 1 || bs.Stats().RequestIDs == 0 {
+		tb.Fatalf("bounded seed state is not trimmed: first %d", bs.FirstFactSeq())
+	}
+	out = append(out, bs)
 	return out
 }
 

@@ -58,7 +58,23 @@ type refModel struct {
 	requests   map[string]Result
 	fifo       []string // request ids, oldest first
 	applied    uint64
+
+	// Bounded state (retention.go), naively: facts holds the retained
+	// facts, which start after factBase; every id has a stamp (0: none
+	// yet) and a size.
+	bounded   bool
+	policy    Retention
+	clock     uint64
+	factBase  uint64
+	lost      uint64
+	consumers map[string]uint64
+	reqStamp  map[string]uint64
+	reqSize   map[string]uint64
+	reqBytes  uint64
+	evicted   uint64
 }
+
+func (m *refModel) lastSeq() uint64 { return m.factBase + uint64(len(m.facts)) }
 
 // refMaxRequestIDs is the request-id bound (domain 9.7). It is a replicated
 // constant, so the model uses the same one.
@@ -72,6 +88,10 @@ func newRefModel() *refModel {
 		live:       map[SessionID]*refLive{},
 		gate:       true,
 		requests:   map[string]Result{},
+		policy:     DefaultRetention,
+		consumers:  map[string]uint64{},
+		reqStamp:   map[string]uint64{},
+		reqSize:    map[string]uint64{},
 	}
 	// Section 6 / 9.9: the three default bundles, empty footprints and
 	// unseeded snapshots.
@@ -107,6 +127,18 @@ func (m *refModel) clone() *refModel {
 		requests:   make(map[string]Result, len(m.requests)),
 		fifo:       append([]string(nil), m.fifo...),
 		applied:    m.applied,
+		bounded:    m.bounded, policy: m.policy, clock: m.clock, factBase: m.factBase, lost: m.lost,
+		consumers: map[string]uint64{}, reqStamp: map[string]uint64{}, reqSize: map[string]uint64{},
+		reqBytes: m.reqBytes, evicted: m.evicted,
+	}
+	for k, v := range m.consumers {
+		c.consumers[k] = v
+	}
+	for k, v := range m.reqStamp {
+		c.reqStamp[k] = v
+	}
+	for k, v := range m.reqSize {
+		c.reqSize[k] = v
 	}
 	for k, v := range m.bundles {
 		c.bundles[k] = v
@@ -409,6 +441,14 @@ func refValidate(op Op) *Error {
 	switch op := op.(type) {
 	case nil:
 		return refErr(CodeUnknownCommand, "command has no operation")
+	case *SetRetention:
+		// The policy's field limits are the FSM's own (retention.go); the
+		// model checks what it does with a valid policy.
+		return checkRetention(op)
+	case *AckConsumer:
+		return CheckConsumerName(op.Name)
+	case *DropConsumer:
+		return CheckConsumerName(op.Name)
 	case *RegisterBundle:
 		b := op.Bundle
 		if err := refCheckName("bundle_id", b.ID); err != nil {
@@ -579,16 +619,149 @@ func (m *refModel) apply(index uint64, cmd Command) Result {
 	}
 	r := m.applyOp(index, cmd.Op)
 	r.Index = index
+	var stamp uint64
+	if at, timed := refStamp(cmd.Op); timed && r.Err == nil && m.bounded {
+		m.clock = max(m.clock, at)
+		// Every id still without a stamp is dated by this one.
+		for id, s := range m.reqStamp {
+			if s == 0 {
+				m.reqStamp[id] = m.clock
+			}
+		}
+		stamp = m.clock
+	}
 	if cmd.RequestID != "" {
 		m.requests[cmd.RequestID] = r
 		m.fifo = append(m.fifo, cmd.RequestID)
-		for len(m.requests) > refMaxRequestIDs {
-			oldest := m.fifo[0]
-			m.fifo = m.fifo[1:]
-			delete(m.requests, oldest)
+		m.reqStamp[cmd.RequestID] = stamp
+		size := uint64(len(cmd.RequestID)+len(encodeResult(&r))) + 96
+		m.reqSize[cmd.RequestID] = size
+		m.reqBytes += size
+		for !m.bounded && len(m.requests) > refMaxRequestIDs {
+			m.forgetOldest()
 		}
 	}
+	if m.bounded {
+		for len(m.fifo) > 0 {
+			id := m.fifo[0]
+			if s := m.reqStamp[id]; s != 0 && s+m.policy.RequestIDTTLMillis <= m.clock {
+				m.forgetOldest()
+			} else if m.reqBytes > m.policy.RequestIDBudgetBytes {
+				m.forgetOldest()
+				m.evicted++
+			} else {
+				break
+			}
+		}
+		m.trim()
+	}
 	return r
+}
+
+func (m *refModel) forgetOldest() {
+	oldest := m.fifo[0]
+	m.fifo = m.fifo[1:]
+	m.reqBytes -= m.reqSize[oldest]
+	delete(m.requests, oldest)
+	delete(m.reqStamp, oldest)
+	delete(m.reqSize, oldest)
+}
+
+func refStamp(op Op) (uint64, bool) {
+	switch op := op.(type) {
+	case *Delegate:
+		return op.AtMillis, true
+	case *Handoff:
+		return op.Transfer.AtMillis, true
+	case *SetRetention:
+		return op.AtMillis, true
+	case *AckConsumer:
+		return op.AtMillis, true
+	case *DropConsumer:
+		return op.AtMillis, true
+	}
+	return 0, false
+}
+
+// trim drops whole chunks of 512 facts (by seq: 1-512, 513-1024, ...)
+// while the policy allows.
+func (m *refModel) trim() {
+	const chunk = 512
+	for uint64(len(m.facts)) >= chunk {
+		last := m.factBase + chunk
+		byCount := m.lastSeq()-last >= m.policy.MaxFacts
+		byAge := m.policy.MaxAgeMillis > 0 && m.facts[chunk-1].TimestampMillis+m.policy.MaxAgeMillis <= m.clock
+		hard := uint64(len(m.facts)) > m.policy.HardMaxFacts
+		if !byCount && !byAge && !hard {
+			return
+		}
+		var lost uint64
+		for _, cur := range m.consumers {
+			if cur < last {
+				lost += last - max(cur, m.factBase)
+			}
+		}
+		if lost > 0 && !hard {
+			return
+		}
+		m.lost += lost
+		m.facts = append([]Fact(nil), m.facts[chunk:]...)
+		m.factBase += chunk
+	}
+}
+
+func (m *refModel) setRetention(op *SetRetention) Result {
+	p := m.policy
+	if op.Set&RetainMaxFacts != 0 {
+		p.MaxFacts = op.MaxFacts
+	}
+	if op.Set&RetainHardMaxFacts != 0 {
+		p.HardMaxFacts = op.HardMaxFacts
+	}
+	if op.Set&RetainMaxAge != 0 {
+		p.MaxAgeMillis = op.MaxAgeMillis
+	}
+	if op.Set&RetainRequestIDTTL != 0 {
+		p.RequestIDTTLMillis = op.RequestIDTTLMillis
+	}
+	if op.Set&RetainRequestIDBudget != 0 {
+		p.RequestIDBudgetBytes = op.RequestIDBudgetBytes
+	}
+	if p.MaxFacts > p.HardMaxFacts {
+		return Result{Err: refErr(CodeInvalidArgument, "max_facts: is %d, above hard_max_facts %d", p.MaxFacts, p.HardMaxFacts)}
+	}
+	m.bounded = true
+	m.policy = p
+	return Result{Retention: &p}
+}
+
+func (m *refModel) ackConsumer(op *AckConsumer) Result {
+	if op.Through > m.lastSeq() {
+		return Result{Err: refErr(CodeInvalidArgument, "through: is %d, beyond the newest fact %d", op.Through, m.lastSeq())}
+	}
+	cur, ok := m.consumers[op.Name]
+	if !ok {
+		if len(m.consumers) >= MaxConsumers {
+			return Result{Err: refErr(CodeInvalidArgument, "name: cannot register consumer %q: %d consumers are registered, the limit", op.Name, MaxConsumers)}
+		}
+		if op.Through < m.factBase {
+			return Result{Err: refErr(CodeFactsTrimmed, "facts after %d are trimmed: the oldest retained fact is first_seq %d", op.Through, m.factBase+1)}
+		}
+	}
+	cur = max(cur, op.Through)
+	m.consumers[op.Name] = cur
+	m.bounded = true
+	return Result{Consumer: &Consumer{Name: op.Name, Cursor: cur}}
+}
+
+func (m *refModel) dropConsumer(op *DropConsumer) Result {
+	cur, ok := m.consumers[op.Name]
+	if !ok {
+		return Result{Err: refErr(CodeConsumerNotFound, "no consumer is named %q", op.Name)}
+	}
+	delete(m.consumers, op.Name)
+	m.bounded = true
+	return Result{Consumer: &Consumer{Name: op.Name, Cursor: cur}}
 }
 
 func (m *refModel) applyOp(index uint64, op Op) Result {
@@ -658,6 +831,12 @@ func (m *refModel) applyOp(index uint64, op Op) Result {
 		m.upgrades[op.BundleID] = next
 		// The result names epoch and members; the history stays in the state.
 		return Result{Execution: exec, Upgrade: &UpgradeSnapshot{Epoch: next.epoch, ActiveMembers: next.active}}
+	case *SetRetention:
+		return m.setRetention(op)
+	case *AckConsumer:
+		return m.ackConsumer(op)
+	case *DropConsumer:
+		return m.dropConsumer(op)
 	}
 	panic("unreachable")
 }
@@ -855,7 +1034,7 @@ func (m *refModel) delegate(index uint64, d *Delegation, boundary LinkBoundary, 
 		m.upgrades[d.BundleID] = newUpgrade
 	}
 	fact := Fact{
-		Seq: uint64(len(m.facts)) + 1, Index: index, Context: context, Session: d.Session,
+		Seq: m.lastSeq() + 1, Index: index, Context: context, Session: d.Session,
 		From: d.From, To: d.To, BundleID: d.BundleID, TimestampMillis: d.AtMillis,
 	}
 	m.facts = append(m.facts, fact)
@@ -1010,4 +1189,13 @@ func (m *refModel) handoff(index uint64, op *Handoff) Result {
 		Scope: next.scope,
 	}
 	return Result{Outcome: out, Session: next.value(op.Session)}
+}
+
+func refSortedKeys(m map[string]uint64) []string {
+	out := make([]string, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	sort.Strings(out)
+	return out
 }

@@ -212,6 +212,46 @@ type modelGen struct {
 	reqPct      int // percentage of commands that carry a request id
 	reqIssued   []string
 	reqCmds     map[string]genCmd
+
+	// Bounded state: legacy keeps the generator off its commands (the
+	// legacy request-id test); now is the leader clock it stamps with.
+	legacy bool
+	now    uint64
+}
+
+// stamp is a leader time: mostly a clock that moves 0-3s a command, now
+// and then an older one (another leader's clock, behind).
+func (g *modelGen) stamp() uint64 {
+	g.now += g.r.Uint64N(3000)
+	if g.chance(10) {
+		return g.now - min(g.now, g.r.Uint64N(20_000))
+	}
+	return g.now
+}
+
+// boundedOp is a retention or consumer command, sized so that this test's
+// few thousand facts get trimmed, held and lost.
+func (g *modelGen) boundedOp() Op {
+	names := []string{"c1", "c2", "c3"}
+	last := g.m.lastSeq()
+	switch g.r.IntN(10) {
+	case 0, 1, 2:
+		op := &SetRetention{Set: uint8(1 + g.r.IntN(retainAll)), AtMillis: g.stamp()}
+		op.MaxFacts = pickOf(g.r, []uint64{0, 1, 10, 300, 700, 5000})
+		op.HardMaxFacts = pickOf(g.r, []uint64{1, 600, 1500, 1500, 3000, 1 << 40, 1 << 40})
+		op.MaxAgeMillis = pickOf(g.r, []uint64{0, 0, 30_000, 600_000})
+		op.RequestIDTTLMillis = pickOf(g.r, []uint64{0, 1000, 20_000, 120_000, 600_000})
+		op.RequestIDBudgetBytes = pickOf(g.r, []uint64{MinRequestIDBudget - 1, MinRequestIDBudget, MinRequestIDBudget * 2, 64 << 20})
+		return op
+	case 3, 4, 5:
+		return &DropConsumer{Name: pickOf(g.r, append(names, "a/b")), AtMillis: g.stamp()}
+	default:
+		through := last - min(last, g.r.Uint64N(600))
+		if g.chance(5) {
+			through = last + 1
+		}
+		return &AckConsumer{Name: pickOf(g.r, names), Through: through, AtMillis: g.stamp()}
+	}
 }
 
 type genCmd struct {
@@ -414,7 +454,7 @@ func (g *modelGen) upgradeRequest() *UpgradeRequest {
 }
 
 func (g *modelGen) delegation(sess SessionID) Delegation {
-	d := Delegation{Session: sess, From: g.fromFor(sess), To: g.auth(), BundleID: g.bundleID(), AtMillis: g.r.Uint64N(1 << 41)}
+	d := Delegation{Session: sess, From: g.fromFor(sess), To: g.auth(), BundleID: g.bundleID(), AtMillis: g.stamp()}
 	if g.chance(20) {
 		c := pickOf(g.r, g.contexts)
 		d.Context = &c
@@ -465,7 +505,9 @@ func (g *modelGen) op() (op Op, unsafe bool) {
 	case x < 2:
 		return nil, true
 	case x < 5:
-		return &bogusOp{T: pickOf(g.r, []Type{0, 11, 200})}, false
+		return &bogusOp{T: pickOf(g.r, []Type{0, 14, 200})}, false
+	case x < 25 && !g.legacy:
+		return g.boundedOp(), false
 	}
 	switch x := g.r.IntN(100); {
 	case x < 14:
@@ -864,6 +906,28 @@ func (h *modelHarness) applyOne(gc genCmd) {
 	h.compareResult("Apply", gc.cmd, got, want)
 	h.compareResult("Apply on twin clone", gc.cmd, h.twin.Apply(h.idx, gc.cmd), want)
 	h.count(gc.cmd, want)
+	h.compareBounded()
+}
+
+// compareBounded checks, after every command, the cheap summary of bounded
+// state: trimming, losses and forgetting must happen at exactly the same
+// command as in the model, not just agree at checkpoints.
+func (h *modelHarness) compareBounded() {
+	rq := h.st.Requests()
+	got := []any{h.st.FirstFactSeq(), h.st.FactsLost(), h.st.Clock(), rq.Entries, rq.EvictedEarly}
+	want := []any{h.m.factBase + 1, h.m.lost, h.m.clock, len(h.m.requests), h.m.evicted}
+	if canon(got) != canon(want) {
+		h.fail("bounded state (first seq, lost, clock, ids, evicted early) differs:\n fsm:   %v\n model: %v", got, want)
+	}
+	if h.m.factBase > 0 {
+		h.stats["bounded: facts trimmed"]++
+	}
+	if h.m.lost > 0 {
+		h.stats["bounded: facts lost by a consumer"]++
+	}
+	if h.m.evicted > 0 {
+		h.stats["bounded: request ids evicted early"]++
+	}
 }
 
 // applyBatch packs several commands into one entry and applies it with
@@ -981,12 +1045,22 @@ func (h *modelHarness) compareState(what string, st *State, m *refModel, light b
 		eq("live session "+s.String(), []any{ls, ok}, want)
 	}
 
-	eq("last fact seq", st.LastFactSeq(), uint64(len(m.facts)))
+	eq("last fact seq", st.LastFactSeq(), m.lastSeq())
+	eq("first fact seq", st.FirstFactSeq(), m.factBase+1)
 	if !light {
 		eq("facts", st.Facts(0, 0), m.facts)
 	}
+	pol, on := st.Bounded()
+	eq("bounded", []any{pol, on, st.Clock(), st.FactsLost()}, []any{m.policy, m.bounded, m.clock, m.lost})
+	var cons []Consumer
+	for _, name := range refSortedKeys(m.consumers) {
+		cons = append(cons, Consumer{Name: name, Cursor: m.consumers[name]})
+	}
+	eq("consumers", st.Consumers(), cons)
+	rq := st.Requests()
+	eq("request table", []any{rq.Entries, rq.Bytes, rq.EvictedEarly}, []any{len(m.requests), m.reqBytes, m.evicted})
 	if len(m.facts) > 0 {
-		after := uint64(len(m.facts)) - min(uint64(len(m.facts)), 20) + h.r.Uint64N(22)
+		after := m.lastSeq() - min(uint64(len(m.facts)), 20) + h.r.Uint64N(22)
 		limit := h.r.IntN(4)
 		var want []Fact
 		for _, f := range m.facts {
@@ -1002,7 +1076,7 @@ func (h *modelHarness) compareState(what string, st *State, m *refModel, light b
 	}
 	eq("stats", st.Stats(), Stats{
 		Bundles: len(m.bundles), Authorities: len(m.footprints), FootprintEntries: entries,
-		LiveSessions: len(m.live), Facts: len(m.facts), RequestIDs: len(m.requests),
+		LiveSessions: len(m.live), Facts: int(m.lastSeq()), RequestIDs: len(m.requests),
 		ViolatingSessions: refViolatingSessions(m.footprints),
 	})
 }
@@ -1202,7 +1276,9 @@ func TestModelRequestIDEviction(t *testing.T) {
 	r := rand.New(rand.NewPCG(uint64(seed), 0x65766963))
 	m := newRefModel()
 	st := New()
-	h := &modelHarness{t: t, seed: seed, n: MaxRequestIDs + MaxRequestIDs/8 + 4000, r: r, test: "TestModelRequestIDEviction", m: m, g: newModelGen(r, m), st: st, twin: st.Clone(), stats: map[string]int{}, bundleCanon: map[*refBundle]string{}}
+	g := newModelGen(r, m)
+	g.legacy = true // the count bound of a legacy state
+	h := &modelHarness{t: t, seed: seed, n: MaxRequestIDs + MaxRequestIDs/8 + 4000, r: r, test: "TestModelRequestIDEviction", m: m, g: g, st: st, twin: st.Clone(), stats: map[string]int{}, bundleCanon: map[*refBundle]string{}}
 	var evicted []string
 	fresh := 0
 	next := func() genCmd {

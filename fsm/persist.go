@@ -28,8 +28,16 @@ const (
 	maxRecord   = 256 << 20
 )
 
-// sections in the order they are written and must be read.
-var sections = [...]string{"meta", "bundles", "upgrades", "authorities", "footprints", "live", "facts", "requests"}
+// sections in the order they are written and must be read. The first
+// eight are in every snapshot; boundedSections follow them only in a state
+// in bounded mode (retention.go), so a legacy state's snapshot and digest
+// are byte for byte those of the release before, and a snapshot that ends
+// after "requests" restores as a legacy state.
+var sections = [...]string{"meta", "bundles", "upgrades", "authorities", "footprints", "live", "facts", "requests",
+	"bounded", "consumers", "request_times"}
+
+// requiredSections is how many of sections every snapshot has.
+const requiredSections = 8
 
 // ErrInvalidState is returned by restore for a snapshot whose container is
 // sound but whose content is not a valid state.
@@ -65,7 +73,10 @@ func (rw *recordWriter) flushRecord() {
 // The digest leaves out the applied index (see Digest); snapshots keep it.
 func (s *State) writeSections(sink sectionSink) error {
 	_, digest := sink.(digestSink)
-	for _, name := range sections {
+	for i, name := range sections {
+		if i >= requiredSections && !s.bounded {
+			break
+		}
 		sec, err := sink.Section(name)
 		if err != nil {
 			return err
@@ -149,9 +160,45 @@ func (s *State) writeSection(name string, rw *recordWriter, digest bool) {
 		s.requestQ.each(func(r *requestEntry) bool {
 			e.str(r.id)
 			e.uvarint(r.seq)
-			e.result(r.result)
+			e.buf = append(e.buf, r.res...) // the result, as encodeResult wrote it
 			rw.flushRecord()
 			return rw.err == nil
+		})
+	case "bounded":
+		p := &s.policy
+		e.retention(p)
+		e.uvarint(s.clock)
+		e.uvarint(s.factBase)
+		e.uvarint(s.factsLost)
+		e.uvarint(s.evictedEarly)
+		e.uvarint(s.lastEarlyStamp)
+		rw.flushRecord()
+	case "consumers":
+		batch(rw, func(each func() bool) {
+			s.consumers.Ascend(func(c Consumer) bool {
+				e.str(c.Name)
+				e.uvarint(c.Cursor)
+				return each()
+			})
+		})
+	case "request_times":
+		// Each entry's stamp, in table order: its own or the mark's that
+		// dates it, 0 for the newest ids no stamp dates yet.
+		marks := s.reqMarks
+		slot := s.requestQ.lo
+		batch(rw, func(each func() bool) {
+			s.requestQ.each(func(r *requestEntry) bool {
+				for len(marks) > 0 && marks[0].slot <= slot {
+					marks = marks[1:]
+				}
+				at := r.at
+				if at == 0 && len(marks) > 0 {
+					at = marks[0].at
+				}
+				slot++
+				e.uvarint(at)
+				return each()
+			})
 		})
 	}
 }
@@ -222,8 +269,11 @@ func Restore(r io.Reader) (*State, snapshot.Header, error) {
 	}
 	st := newEmptyState()
 	pending := map[string]int{} // executions each bundle's record announced
-	for _, want := range sections {
+	for i, want := range sections {
 		name, sec, err := sr.Next()
+		if err == io.EOF && i == requiredSections {
+			break // a legacy state (retention.go)
+		}
 		if err == io.EOF {
 			return nil, sr.Header(), fmt.Errorf("%w: section %s is missing", ErrInvalidState, want)
 		}
@@ -242,6 +292,9 @@ func Restore(r io.Reader) (*State, snapshot.Header, error) {
 			err = fmt.Errorf("%w: unexpected section %s", ErrInvalidState, name)
 		}
 		return nil, sr.Header(), err
+	}
+	if err := st.checkBounded(); err != nil {
+		return nil, sr.Header(), fmt.Errorf("%w: %v", ErrInvalidState, err)
 	}
 	if h := sr.Header(); h.Index != st.applied {
 		return nil, h, fmt.Errorf("%w: header index %d but state applied index %d", ErrInvalidState, h.Index, st.applied)
@@ -417,6 +470,14 @@ func (s *State) readSection(name string, br *bufio.Reader, pending map[string]in
 		return readRecords(br, func(d *decoder) error {
 			return untilEnd(d, func() error {
 				f := d.fact()
+				if d.err == nil && s.factCount() == 0 && f.Seq > 1 {
+					// The journal was trimmed: it starts at a chunk
+					// boundary, which the bounded section confirms.
+					if (f.Seq-1)%factChunk != 0 {
+						return fmt.Errorf("first fact sequence %d is not after a whole number of chunks", f.Seq)
+					}
+					s.factBase = f.Seq - 1
+				}
 				if d.err == nil && f.Seq != uint64(s.factCount())+1 {
 					return fmt.Errorf("fact sequence %d where %d was expected", f.Seq, s.factCount()+1)
 				}
@@ -427,11 +488,13 @@ func (s *State) readSection(name string, br *bufio.Reader, pending map[string]in
 	case "requests":
 		var last uint64
 		return readRecords(br, func(d *decoder) error {
-			id, seq, result := d.str(), d.uvarint(), d.result()
-			e := newRequestEntry(id, seq, result)
+			id, seq := d.str(), d.uvarint()
+			start := d.off
+			d.result()
 			if d.err != nil {
 				return d.err
 			}
+			e := newRequestEntry(id, seq, bytes.Clone(d.data[start:d.off]))
 			switch {
 			case e.seq <= last || e.seq > s.requestSeq:
 				return fmt.Errorf("request %q has sequence %d out of order", e.id, e.seq)
@@ -439,15 +502,15 @@ func (s *State) readSection(name string, br *bufio.Reader, pending map[string]in
 				return fmt.Errorf("invalid request id %q", e.id)
 			case s.hasRequest(e.id, e.hash):
 				return fmt.Errorf("request id %q appears twice", e.id)
-			case s.requests.Len() >= MaxRequestIDs:
-				return fmt.Errorf("more than %d request ids", MaxRequestIDs)
+			case s.requests.Len() >= MaxRequestIDs && s.requestBytes > MaxRequestIDBudget:
+				return fmt.Errorf("request ids exceed %d bytes", uint64(MaxRequestIDBudget))
 			}
 			last = e.seq
 			s.addRequest(e)
 			return nil
 		})
 	}
-	return fmt.Errorf("unknown section %s", name)
+	return s.readBoundedSection(name, br)
 }
 
 // checkStoredBundle holds a restored bundle to what registration stores.

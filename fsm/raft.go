@@ -80,7 +80,14 @@ func (f *FSM) applyLocked(l *raft.Log) interface{} {
 		f.state.Advance(l.Index)
 		return nil
 	}
-	return f.applyEntryLocked(l)
+	lost := f.state.FactsLost()
+	res := f.applyEntryLocked(l) // halt.go
+	if n := f.state.FactsLost(); n > lost {
+		// hard_max_facts: a consumer fell so far behind that retention
+		// trimmed facts it had not read (fsm/retention.go).
+		f.logger.Error("facts trimmed before a consumer acknowledged them", "index", l.Index, "lost", n-lost, "lost_total", n)
+	}
+	return res
 }
 
 func (f *FSM) notifyLocked() {

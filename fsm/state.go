@@ -1,14 +1,17 @@
 package fsm
 
 import (
+	"bytes"
 	"slices"
 
 	"github.com/google/btree"
 )
 
-// MaxRequestIDs bounds the request-id table (domain 9.7). When it is full the
-// oldest entry, by apply order, is forgotten: every replica forgets the same
-// one. Changing it changes replicated behaviour, so it is a constant.
+// MaxRequestIDs bounds the request-id table (domain 9.7) of a state that has
+// not switched to bounded mode (retention.go): when it is full the oldest
+// entry, by apply order, is forgotten: every replica forgets the same one.
+// Changing it changes replicated behaviour, so it is a constant. In bounded
+// mode the table is bounded by time and bytes instead.
 const MaxRequestIDs = 65536
 
 const btreeDegree = 32
@@ -38,6 +41,28 @@ type State struct {
 	// chunk.
 	factChunks [][]Fact
 	facts      []Fact
+	// factBase is the number of facts trimmed from the front of the journal
+	// (a multiple of factChunk): factChunks[0] starts at Seq factBase+1.
+	// factDead counts the chunk-list slots resliced away since the list was
+	// last copied (retention.go).
+	factBase uint64
+	factDead int
+
+	// Bounded state (retention.go, consumers.go): off in a state that came
+	// from an older release until a retention or consumer command switches
+	// it on, so that such a state replays its log exactly as before.
+	bounded   bool
+	policy    Retention
+	clock     uint64 // the replicated clock: newest leader-stamped time applied, ms
+	consumers *btree.BTreeG[Consumer]
+	factsLost uint64 // facts trimmed that some consumer had not acknowledged
+	// The request-id window by time: the stamps that date provisional
+	// entries, the table's accounted bytes, and early evictions.
+	reqMarks       []stampMark
+	reqUnstamped   bool // an entry newer than the last mark has no stamp yet
+	requestBytes   uint64
+	evictedEarly   uint64
+	lastEarlyStamp uint64 // stamp of the newest entry evicted early
 
 	requestSeq      uint64
 	reconfiguration bool
@@ -90,10 +115,36 @@ type holderItem struct {
 }
 
 type requestEntry struct {
-	id     string
-	seq    uint64
-	result *Result
-	hash   uint64 // requestHash(id)
+	id   string
+	seq  uint64
+	at   uint64 // leader-stamped time of its command, ms; 0: dated by the next stamp (reqMarks)
+	res  []byte // the result, in its binary form: what a retry is answered
+	hash uint64 // requestHash(id)
+}
+
+// size is what the entry counts against the request-id budget: its id, its
+// result and a fixed charge for the entry and its index key. It is computed
+// from replicated data only, so every replica evicts the same entries.
+func (e *requestEntry) size() uint64 { return uint64(len(e.id)+len(e.res)) + requestOverhead }
+
+// requestOverhead is the fixed part of an entry's charge: the entry (64
+// bytes) and its index key (16) with the trees' slack.
+const requestOverhead = 96
+
+// result decodes the remembered result.
+func (e *requestEntry) result() Result {
+	d := decoder{data: e.res}
+	r := d.result()
+	return *r
+}
+
+// encodeResult is the stored form of r.
+func encodeResult(r *Result) []byte {
+	var e encoder
+	e.result(r)
+	// Exactly its size: append's spare capacity would be memory the
+	// budget does not count.
+	return slices.Clip(bytes.Clone(e.buf))
 }
 
 // requestKey is a request id's entry in the lookup index: the id's hash and
@@ -107,8 +158,8 @@ type requestKey struct {
 }
 
 // newRequestEntry is the table entry remembering result for id.
-func newRequestEntry(id string, seq uint64, result *Result) requestEntry {
-	return requestEntry{id: id, seq: seq, result: result, hash: requestHash(id)}
+func newRequestEntry(id string, seq uint64, res []byte) requestEntry {
+	return requestEntry{id: id, seq: seq, res: res, hash: requestHash(id)}
 }
 
 // requestHash is 64-bit FNV-1a: deterministic, so every replica (and every
@@ -146,13 +197,17 @@ func (s *State) hasRequest(id string, hash uint64) bool {
 
 // addRequest stores e, newer than every entry, in the request-id table.
 func (s *State) addRequest(e requestEntry) {
+	s.requestBytes += e.size()
 	s.requests.ReplaceOrInsert(requestKey{hash: e.hash, slot: s.requestQ.push(e)})
 }
 
-// forgetOldestRequest drops the oldest entry of the request-id table.
-func (s *State) forgetOldestRequest() {
+// forgetOldestRequest drops the oldest entry of the request-id table and
+// returns it with its slot.
+func (s *State) forgetOldestRequest() (requestEntry, uint64) {
 	e, slot := s.requestQ.pop()
+	s.requestBytes -= e.size()
 	s.requests.Delete(requestKey{hash: e.hash, slot: slot})
+	return e, slot
 }
 
 func lessBundle(a, b bundleEntry) bool    { return a.id() < b.id() }
@@ -190,6 +245,8 @@ func newEmptyState() *State {
 		violating:       btree.NewG(btreeDegree, lessSession),
 		live:            btree.NewG(btreeDegree, lessLive),
 		requests:        btree.NewG(btreeDegree, lessRequestKey),
+		consumers:       btree.NewG(8, lessConsumer),
+		policy:          DefaultRetention,
 		reconfiguration: true,
 	}
 }
@@ -215,6 +272,8 @@ func (s *State) Clone() *State {
 	c.violating = s.violating.Clone()
 	c.live = s.live.Clone()
 	c.requests = s.requests.Clone()
+	c.consumers = s.consumers.Clone()
+	c.reqMarks = slices.Clip(s.reqMarks)
 	s.requestQ.owned = false // the clone shares its chunks (see requestQueue)
 	c.requestQ = s.requestQ
 	// The clone's partial chunk and chunk list are clipped: its appends
@@ -453,8 +512,11 @@ func (s *State) Coherence() []string {
 // factChunk is the number of facts per full chunk of the journal.
 const factChunk = 512
 
-// factCount is the number of facts, which is also the newest one's Seq.
-func (s *State) factCount() int { return len(s.factChunks)*factChunk + len(s.facts) }
+// factCount is the number of facts ever appended, trimmed ones included,
+// which is also the newest one's Seq.
+func (s *State) factCount() int {
+	return int(s.factBase) + len(s.factChunks)*factChunk + len(s.facts)
+}
 
 // appendFact appends f to the journal as its next fact and returns its Seq.
 func (s *State) appendFact(f Fact) uint64 {
@@ -474,7 +536,8 @@ func (s *State) appendFact(f Fact) uint64 {
 	return f.Seq
 }
 
-// eachFact calls fn for every fact in sequence order until fn returns false.
+// eachFact calls fn for every retained fact in sequence order until fn
+// returns false.
 func (s *State) eachFact(fn func(f *Fact) bool) {
 	for _, c := range s.factChunks {
 		for i := range c {
@@ -490,10 +553,13 @@ func (s *State) eachFact(fn func(f *Fact) bool) {
 	}
 }
 
-// Facts returns up to limit facts with a sequence number greater than after,
-// in sequence order. limit <= 0 means no limit.
+// Facts returns up to limit retained facts with a sequence number greater
+// than after, in sequence order. limit <= 0 means no limit. Facts below
+// FirstFactSeq are gone: a caller that must not skip any checks
+// CheckFactsAfter first.
 func (s *State) Facts(after uint64, limit int) []Fact {
 	total := uint64(s.factCount())
+	after = max(after, s.factBase)
 	if after >= total {
 		return nil
 	}
@@ -502,7 +568,7 @@ func (s *State) Facts(after uint64, limit int) []Fact {
 		n = uint64(limit)
 	}
 	out := make([]Fact, 0, n)
-	for i := after; uint64(len(out)) < n; {
+	for i := after - s.factBase; uint64(len(out)) < n; {
 		var seg []Fact
 		if c := i / factChunk; c < uint64(len(s.factChunks)) {
 			seg = s.factChunks[c][i%factChunk:]
@@ -515,6 +581,19 @@ func (s *State) Facts(after uint64, limit int) []Fact {
 	}
 	return out
 }
+
+// CheckFactsAfter reports facts_trimmed when a reader resuming after seq
+// after would miss facts retention has dropped.
+func (s *State) CheckFactsAfter(after uint64) *Error {
+	if after < s.factBase {
+		return factsTrimmed(after, s.factBase+1)
+	}
+	return nil
+}
+
+// FirstFactSeq is the sequence number of the oldest retained fact (one past
+// the newest when none is retained).
+func (s *State) FirstFactSeq() uint64 { return s.factBase + 1 }
 
 // LastFactSeq is the sequence number of the newest fact, 0 if none.
 func (s *State) LastFactSeq() uint64 { return uint64(s.factCount()) }

@@ -255,6 +255,12 @@ func Check(op Op) *Error {
 			return err
 		}
 		return checkUpgradeRequest("runtime_upgrade_request", &op.Request)
+	case *SetRetention:
+		return checkRetention(op)
+	case *AckConsumer:
+		return CheckConsumerName(op.Name)
+	case *DropConsumer:
+		return CheckConsumerName(op.Name)
 	case nil:
 		return errorf(CodeUnknownCommand, "command has no operation")
 	default:

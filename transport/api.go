@@ -24,6 +24,8 @@ type ErrorDetail struct {
 	Code    string `json:"code"`
 	Message string `json:"message"`
 	Leader  string `json:"leader,omitempty"` // HTTP address of the leader, when known
+	// FirstSeq, with facts_trimmed: the oldest retained fact, to resume from.
+	FirstSeq uint64 `json:"first_seq,omitempty"`
 }
 
 // Codes the transport adds to the FSM's (fsm.Codes).
@@ -340,6 +342,11 @@ type FactJSON struct {
 type FactsResponse struct {
 	Facts   []FactJSON `json:"facts"`
 	LastSeq uint64     `json:"last_seq"`
+	// FirstSeq is the oldest retained fact; NextAfter is the after= of the
+	// next page (the last seq of this one); More says whether there is one.
+	FirstSeq  uint64 `json:"first_seq"`
+	NextAfter uint64 `json:"next_after"`
+	More      bool   `json:"more"`
 }
 
 // CapabilitiesJSON is the replicated gate.

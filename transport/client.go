@@ -23,9 +23,10 @@ import (
 // APIError is an error answer from a node: the HTTP status and the typed
 // error body.
 type APIError struct {
-	Status  int
-	Code    string
-	Message string
+	Status   int
+	Code     string
+	Message  string
+	FirstSeq uint64 // facts_trimmed: the oldest retained fact
 }
 
 func (e *APIError) Error() string { return e.Code + ": " + e.Message }
@@ -281,7 +282,7 @@ func decodeError(resp *http.Response) error {
 	b, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
 	var eb ErrorBody
 	if json.Unmarshal(b, &eb) == nil && eb.Error.Code != "" {
-		return &APIError{Status: resp.StatusCode, Code: eb.Error.Code, Message: eb.Error.Message}
+		return &APIError{Status: resp.StatusCode, Code: eb.Error.Code, Message: eb.Error.Message, FirstSeq: eb.Error.FirstSeq}
 	}
 	return &APIError{Status: resp.StatusCode, Code: CodeInternal, Message: strings.TrimSpace(resp.Status + " " + string(b))}
 }
@@ -436,14 +437,27 @@ func (c *Client) watchOnce(ctx context.Context, addr string, after *uint64, fn f
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
-		return decodeError(resp)
+		err := decodeError(resp)
+		if IsCode(err, CodeFactsTrimmed) {
+			return stopError{err} // no other node has them either
+		}
+		return err
 	}
 	dec := json.NewDecoder(resp.Body)
 	for {
-		var f FactJSON
-		if err := dec.Decode(&f); err != nil {
+		// A line is a fact, or the error that ends the stream
+		// (facts_trimmed: the watcher fell behind retention).
+		var line struct {
+			FactJSON
+			Error *ErrorDetail `json:"error"`
+		}
+		if err := dec.Decode(&line); err != nil {
 			return err
 		}
+		if e := line.Error; e != nil {
+			return stopError{&APIError{Status: statusOf(e.Code), Code: e.Code, Message: e.Message, FirstSeq: e.FirstSeq}}
+		}
+		f := line.FactJSON
 		if err := fn(f); err != nil {
 			return stopError{err}
 		}

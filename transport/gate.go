@@ -105,6 +105,8 @@ type versionGate struct {
 	mu         sync.Mutex // one refresh at a time
 	refreshing atomic.Bool
 	known      map[string]memberSupport // by id: last heard
+
+	bounded boundedSwitch // facts_routes.go
 }
 
 func newVersionGate(s *Server) *versionGate {
@@ -139,6 +141,9 @@ func (g *versionGate) check(ctx context.Context, t fsm.Type) string {
 		}
 	}
 	if len(behind) == 0 {
+		if t != fsm.TypeSetRetention {
+			g.s.switchBounded(ctx, v) // facts_routes.go
+		}
 		return ""
 	}
 	return fmt.Sprintf("not proposing %s: not every member can decode it: %s. Finish the rolling upgrade (docs/operations.md); these writes resume once every member advertises support",

@@ -49,7 +49,8 @@ func newMetrics(node *cluster.Node, extra prometheus.Gatherer) *metrics {
 	}
 	m.reg.MustRegister(m.commands, m.latency, m.requests, m.denied,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
-		&nodeCollector{node: node}, &groupCommitCollector{node: node}) // perfmetrics.go
+		&nodeCollector{node: node}, &groupCommitCollector{node: node}, // perfmetrics.go
+		&boundedCollector{node: node}) // bounded_metrics.go
 	m.gather = m.reg
 	if extra != nil {
 		m.gather = prometheus.Gatherers{m.reg, extra}

@@ -29,6 +29,7 @@ func (s *Server) routes() {
 	m.HandleFunc("GET /v1/upgrades/{bundle}", s.showUpgrade)
 	m.HandleFunc("GET /v1/facts", s.listFacts)
 	m.HandleFunc("GET /v1/facts/watch", s.watchFacts)
+	s.factsRoutes() // facts_routes.go: retention and consumers
 	m.HandleFunc("GET /v1/capabilities", s.showCapabilities)
 	m.HandleFunc("GET /v1/cluster/status", s.clusterStatus)
 	m.HandleFunc("POST /v1/cluster/join", s.clusterJoin)
@@ -154,10 +155,15 @@ func (s *Server) listFacts(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s.read(w, r, func(st *fsm.State) (any, *fsm.Error) {
-		out := FactsResponse{Facts: []FactJSON{}, LastSeq: st.LastFactSeq()}
+		if err := st.CheckFactsAfter(after); err != nil {
+			return nil, err // 410 facts_trimmed, with first_seq (writeFSMError)
+		}
+		out := FactsResponse{Facts: []FactJSON{}, LastSeq: st.LastFactSeq(), FirstSeq: st.FirstFactSeq(), NextAfter: after}
 		for _, f := range st.Facts(after, limit) {
 			out.Facts = append(out.Facts, toFactJSON(&f))
+			out.NextAfter = f.Seq
 		}
+		out.More = out.NextAfter < out.LastSeq
 		return out, nil
 	})
 }
@@ -168,6 +174,12 @@ func (s *Server) watchFacts(w http.ResponseWriter, r *http.Request) {
 	after, _, err := factQuery(r)
 	if err != nil {
 		writeBadInput(w, err)
+		return
+	}
+	var trimmed *fsm.Error
+	s.node.FSM().Read(func(st *fsm.State) { trimmed = st.CheckFactsAfter(after) })
+	if trimmed != nil {
+		writeFSMError(w, trimmed)
 		return
 	}
 	release, err := s.acquireWatch() // limits.go
@@ -192,10 +204,19 @@ func (s *Server) watchFacts(w http.ResponseWriter, r *http.Request) {
 		}
 		var facts []fsm.Fact
 		var applied uint64
+		var trimmed *fsm.Error
 		s.node.FSM().Read(func(st *fsm.State) {
-			facts = st.Facts(after, 1000)
+			if trimmed = st.CheckFactsAfter(after); trimmed == nil {
+				facts = st.Facts(after, 1000)
+			}
 			applied = st.AppliedIndex()
 		})
+		if trimmed != nil {
+			// Retention passed this watcher: end the stream with the
+			// error as its last line, never with a silent gap.
+			_ = enc.Encode(ErrorBody{Error: fsmErrorDetail(trimmed)})
+			return
+		}
 		for _, f := range facts {
 			nextWrite()
 			if err := enc.Encode(toFactJSON(&f)); err != nil {

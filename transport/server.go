@@ -161,6 +161,10 @@ func statusOf(code string) int {
 		return http.StatusForbidden
 	case fsm.CodeUnknownCommand:
 		return http.StatusInternalServerError
+	case fsm.CodeFactsTrimmed:
+		return http.StatusGone
+	case fsm.CodeConsumerNotFound:
+		return http.StatusNotFound
 	case fsm.CodeDuplicateBundle, fsm.CodeIncompatibleInterface, fsm.CodeOverlappingSessions, fsm.CodeSessionNotOwned,
 		fsm.CodeCoherenceViolation, fsm.CodeInvalidLinkBoundary, fsm.CodeInvalidRuntimeUpgrade, fsm.CodeOwnerConflict,
 		fsm.CodeStaleOwner, fsm.CodeSessionMismatch:
@@ -188,7 +192,7 @@ func writeError(w http.ResponseWriter, code, msg string) {
 }
 
 func writeFSMError(w http.ResponseWriter, e *fsm.Error) {
-	writeError(w, string(e.Code), e.Message)
+	writeJSON(w, statusOf(string(e.Code)), ErrorBody{Error: fsmErrorDetail(e)})
 }
 
 func writeBadInput(w http.ResponseWriter, err error) {

@@ -33,7 +33,8 @@ Examples:
 			&cli.Uint64Flag{Name: "after", Usage: "start after fact sequence `N`"},
 			&cli.IntFlag{Name: "limit", Usage: "print at most `M` facts (0: no limit)"},
 		},
-		Action: action(s, 0, 0, "", facts),
+		Action:      action(s, 0, 0, "", facts),
+		Subcommands: factsSubcommands(s), // export.go: retention, consumers, export
 	}
 }
 
