@@ -175,7 +175,12 @@ func (c *Client) call(ctx context.Context, method, path string, body any, out an
 		}
 		select {
 		case <-ctx.Done():
-			return ctx.Err()
+			// The last answer says more than "deadline exceeded" (no
+			// leader, connection refused).
+			if lastErr == nil {
+				return ctx.Err()
+			}
+			return lastErr
 		case <-time.After(jitter(backoff)):
 		}
 		if backoff < 500*time.Millisecond {
