@@ -51,6 +51,7 @@ type Config struct {
 	LeaderLease       time.Duration // default 500ms
 	ApplyTimeout      time.Duration // bound on enqueueing a proposal; default 10s
 
+	LogCacheBytes    int // newest log entries kept in memory, at most 512 of them; default 16 MiB
 	MaxBatchCommands int // commands packed into one log entry; default 1024
 	MaxBatchBytes    int // bytes packed into one log entry; default 1 MiB
 	// Group commit (propose.go): at most MaxInflight entries are handed to
@@ -86,6 +87,9 @@ func (c *Config) setDefaults() {
 	def(&c.ElectionTimeout, time.Second)
 	def(&c.LeaderLease, 500*time.Millisecond)
 	def(&c.ApplyTimeout, 10*time.Second)
+	if c.LogCacheBytes == 0 {
+		c.LogCacheBytes = 16 << 20
+	}
 	if c.MaxBatchCommands == 0 {
 		c.MaxBatchCommands = 1024
 	}
@@ -157,12 +161,7 @@ func Open(cfg Config) (*Node, error) {
 		return nil, err
 	}
 	n := &Node{cfg: cfg, logger: logger, store: store, readyCh: make(chan struct{}), stop: make(chan struct{}), opened: make(chan struct{})}
-	cache, err := raft.NewLogCache(512, &watchedLogs{LogStore: store, n: n})
-	logs := detachedLogs{cache} // logcache.go: the cache must not keep apply futures alive
-	if err != nil {
-		store.Close()
-		return nil, err
-	}
+	logs := newLogCache(&watchedLogs{LogStore: store, n: n}, 512, cfg.LogCacheBytes) // logcache.go
 	fileSnaps, err := openSnapshots(cfg.DataDir, logger)
 	if err != nil {
 		store.Close()

@@ -23,6 +23,8 @@ func perfFlags() []cli.Flag {
 			Usage: "group commit: log entries handed to Raft and not yet applied; commands arriving meanwhile share the next entry"},
 		&cli.DurationFlag{Name: "batch-wait", EnvVars: env("BATCH_WAIT"),
 			Usage: "group commit: how long an entry waits for more commands before it goes out (0: never waits)"},
+		&cli.IntFlag{Name: "log-cache-mb", Value: 16, EnvVars: env("LOG_CACHE_MB"),
+			Usage: "newest Raft log entries kept in memory for replication and apply, in MiB (at most 512 entries)"},
 		&cli.IntFlag{Name: "gc-min-heap-mb", Value: 64, EnvVars: env("GC_MIN_HEAP_MB"),
 			Usage: "let the heap grow to this many MiB before the Go GC runs (a ballast that is never touched: no resident memory); 0: off"},
 		&cli.StringFlag{Name: "pprof", EnvVars: env("PPROF"),
@@ -36,6 +38,7 @@ func applyPerfFlags(c *cli.Context, cfg *cluster.Config) []byte {
 	cfg.LogStore = c.String("log-store")
 	cfg.MaxInflight = c.Int("max-inflight")
 	cfg.BatchWait = c.Duration("batch-wait")
+	cfg.LogCacheBytes = max(c.Int("log-cache-mb"), 1) << 20
 	return gcBallast(c.Int("gc-min-heap-mb"))
 }
 
