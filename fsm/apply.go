@@ -76,6 +76,8 @@ func (s *State) apply(index uint64, op Op) Result {
 		return s.seedMembership(op)
 	case *ExecuteUpgrade:
 		return s.executeUpgrade(op)
+	case *ConsistencyCheck:
+		return Result{} // the state is unchanged; the FSM adapter digests it (consistency.go)
 	}
 	return Result{Err: errorf(CodeUnknownCommand, "unknown operation %T", op)}
 }

@@ -39,6 +39,8 @@ func (t Type) String() string {
 		return "seed_membership"
 	case TypeExecuteUpgrade:
 		return "execute_upgrade"
+	case TypeConsistencyCheck:
+		return "consistency_check"
 	}
 	return "unknown"
 }

@@ -84,6 +84,7 @@ func fzCommands() []Command {
 		{Op: &ExecuteUpgrade{BundleID: "epoch_rotation_transfer", Request: req}},
 		{RequestID: "req-1", Op: &Delegate{Delegation: full}},
 		{RequestID: "req-2", Op: &SetCapabilities{Reconfiguration: true}},
+		{Op: &ConsistencyCheck{}},
 	}
 }
 
@@ -208,6 +209,9 @@ func FuzzDecodeEntry(f *testing.F) {
 	damaged[len(damaged)/2] ^= 0x40
 	f.Add(damaged)
 	f.Add([]byte{EntryFormatChecked, 0, 0, 0})
+	// A consistency check (type 20, no payload) and one with a payload byte.
+	f.Add([]byte{EntryFormatUnchecked, 1, byte(TypeConsistencyCheck), CommandVersion, 0, 0})
+	f.Add([]byte{EntryFormatUnchecked, 1, byte(TypeConsistencyCheck), CommandVersion, 0, 1, 0})
 
 	f.Fuzz(func(t *testing.T, data []byte) {
 		decoded, err := DecodeEntry(data)
