@@ -150,3 +150,7 @@ func (n *Node) CheckDigest(ctx context.Context, index uint64) ([32]byte, error) 
 		}
 	}
 }
+
+// Done is closed when the node starts shutting down, for the loops that
+// run beside it (the periodic consistency check).
+func (n *Node) Done() <-chan struct{} { return n.stop }

@@ -46,6 +46,9 @@ type ServerConfig struct {
 	// MaxWatches bounds the open GET /v1/facts/watch streams (limits.go);
 	// default DefaultMaxWatches.
 	MaxWatches int
+	// ConsistencyCheckInterval: while this node leads, it runs a replica
+	// consistency check this often (consistency.go); 0: only on demand.
+	ConsistencyCheckInterval time.Duration
 }
 
 // Server is the HTTP API v1 of one node.
@@ -59,6 +62,7 @@ type Server struct {
 	gate    *versionGate   // gate.go
 	support CommandSupport // what this node advertises
 	watches atomic.Int64   // open watches (limits.go)
+	checks  consistency    // consistency.go
 }
 
 // NewServer builds the API handler for a node.
@@ -108,6 +112,10 @@ func NewServer(cfg ServerConfig) *Server {
 		cfg.Mux.SetClusterID(cfg.Node.ClusterID) // identity.go
 	}
 	s.routes()
+	s.metrics.reg.MustRegister(consistencyCollector{s}) // consistency.go
+	if cfg.ConsistencyCheckInterval > 0 {
+		go s.checkLoop(cfg.ConsistencyCheckInterval)
+	}
 	return s
 }
 
@@ -163,7 +171,7 @@ func statusOf(code string) int {
 		return http.StatusConflict
 	}
 	switch code {
-	case CodeUnavailable, CodeUnknownOutcome, CodeReplicaHalted:
+	case CodeUnavailable, CodeUnknownOutcome, CodeReplicaHalted, CodeReplicaInconsistent:
 		return http.StatusServiceUnavailable
 	case CodeNotFound:
 		return http.StatusNotFound
@@ -288,6 +296,10 @@ func (s *Server) read(w http.ResponseWriter, r *http.Request, serve func(st *fsm
 		// Neither a stale nor a linearizable read: the state may be
 		// behind, or wrong, for good.
 		writeError(w, CodeReplicaHalted, err.Error())
+		return
+	}
+	if why := s.inconsistent(); why != "" { // consistency.go: known wrong
+		writeError(w, CodeReplicaInconsistent, why)
 		return
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), s.cfg.RequestTimeout)
