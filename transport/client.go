@@ -465,6 +465,12 @@ func (c *Client) Status(ctx context.Context) (*StatusJSON, error) {
 	return &out, c.call(ctx, http.MethodGet, "/v1/cluster/status", nil, &out)
 }
 
+// Check runs a replica consistency check (POST /v1/cluster/check).
+func (c *Client) Check(ctx context.Context) (*CheckJSON, error) {
+	var out CheckJSON
+	return &out, c.call(ctx, http.MethodPost, "/v1/cluster/check", nil, &out)
+}
+
 func (c *Client) Join(ctx context.Context, req JoinRequest) error {
 	return c.call(ctx, http.MethodPost, "/v1/cluster/join", req, nil)
 }
