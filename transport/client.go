@@ -216,6 +216,7 @@ type AnswerInfo struct {
 	Status      int    // HTTP status
 	Index       uint64 // X-Reconf-Index: the applied index the answer reflects; 0 if absent
 	Consistency string // X-Reconf-Consistency on reads: linearizable or stale
+	Leader      string // X-Reconf-Leader: the leader that confirmed a linearizable read (its HTTP address)
 }
 
 type answerInfoKey struct{}
@@ -233,7 +234,8 @@ func noteAnswer(ctx context.Context, addr string, resp *http.Response) {
 		return
 	}
 	index, _ := strconv.ParseUint(resp.Header.Get(HeaderIndex), 10, 64)
-	*info = AnswerInfo{Addr: addr, Status: resp.StatusCode, Index: index, Consistency: resp.Header.Get(HeaderConsistency)}
+	*info = AnswerInfo{Addr: addr, Status: resp.StatusCode, Index: index, Consistency: resp.Header.Get(HeaderConsistency),
+		Leader: resp.Header.Get(HeaderLeader)}
 }
 
 // Addrs lists the addresses the client was given.
