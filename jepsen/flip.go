@@ -8,7 +8,9 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"regexp"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -31,7 +33,14 @@ import (
 // cluster acknowledged whose entry is in that node's log after its newest
 // snapshot (so the node replays it at start); flip one byte inside every
 // occurrence of the write's request id in raft.db (or wal/*.wal); restart
-// the node at heal.
+// the node at once, not at heal: the suite runs with --trailing-logs 128,
+// and a follower down for the seconds a fault lasts is always brought back
+// by the leader's snapshot, which replaces its log and state and so cures
+// the damage legitimately (the first runs showed exactly that). Even so the
+// leader may have moved on; at heal the fault's outcome is settled
+// (settleFlip): halted at the damaged entry, or cured by a snapshot
+// installed past it (its log says "restored snapshot" at an index at or
+// past the entry), after which it is a healthy replica again.
 
 // FaultFlip is the flip-byte fault kind.
 const FaultFlip = "flip-byte"
@@ -44,6 +53,9 @@ type Damage struct {
 	RequestID string   `json:"request_id"`
 	Files     []string `json:"files"`
 	Flipped   int      `json:"flipped"` // occurrences changed
+	// CuredAt: the node installed a snapshot at this index (≥ Index)
+	// instead of applying the damaged entry; 0 when it halted.
+	CuredAt uint64 `json:"cured_at,omitempty"`
 }
 
 type damagedNodes struct {
@@ -65,6 +77,12 @@ func (d *damagedNodes) get(id string) (Damage, bool) {
 	defer d.mu.Unlock()
 	x, ok := d.nodes[id]
 	return x, ok
+}
+
+func (d *damagedNodes) clear(id string) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	delete(d.nodes, id)
 }
 
 func (d *damagedNodes) any() bool {
@@ -146,8 +164,64 @@ func (nm *Nemesis) injectFlip(ctx context.Context, f *Fault) (*Node, error) {
 	}
 	nm.c.damaged.set(*d)
 	f.Damage = d
-	f.Detail = fmt.Sprintf("SIGTERM, flipped a byte in %d occurrence(s) of request id %s (entry %d) in %s", d.Flipped, d.RequestID, d.Index, strings.Join(d.Files, ","))
-	return v, nil
+	f.Detail = fmt.Sprintf("SIGTERM, flipped a byte in %d occurrence(s) of request id %s (entry %d) in %s, restarted", d.Flipped, d.RequestID, d.Index, strings.Join(d.Files, ","))
+	if err := nm.c.Start(v, false); err != nil {
+		return nil, err
+	}
+	return nil, nil // running again: nothing to restart at heal
+}
+
+// settleFlip waits (bounded) for the damaged node's outcome: halted, or
+// cured by a snapshot installed past the damaged entry. A cured node is a
+// healthy replica again for the final checks.
+func (nm *Nemesis) settleFlip(ctx context.Context, f *Fault) string {
+	d := f.Damage
+	if d == nil || d.CuredAt > 0 {
+		return ""
+	}
+	var v *Node
+	for _, n := range nm.c.Nodes {
+		if n.ID == d.Node {
+			v = n
+		}
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for time.Now().Before(deadline) && ctx.Err() == nil {
+		if nm.c.expectHalted(ctx, v) == nil {
+			return ""
+		}
+		if idx := restoredSince(v.LogPath); idx >= d.Index {
+			nm.h.mu.Lock()
+			d.CuredAt = idx
+			nm.h.mu.Unlock()
+			nm.c.damaged.clear(v.ID)
+			nm.logf("nemesis: %s installed a snapshot at %d over its damaged entry %d: healthy again", v.ID, idx, d.Index)
+			return ""
+		}
+		sleepCtx(ctx, 250*time.Millisecond)
+	}
+	return fmt.Sprintf("%s neither halted nor installed a snapshot past its damaged entry %d within 20s", v.ID, d.Index)
+}
+
+var restoredRe = regexp.MustCompile(`restored snapshot: index=([0-9]+)`)
+
+// restoredSince is the highest index of a snapshot the node restored
+// since its last start (0: none), from its log.
+func restoredSince(logPath string) uint64 {
+	b, err := os.ReadFile(logPath)
+	if err != nil {
+		return 0
+	}
+	if i := bytes.LastIndex(b, []byte("=== jepsen ")); i >= 0 {
+		b = b[i:]
+	}
+	var best uint64
+	for _, m := range restoredRe.FindAllSubmatch(b, -1) {
+		if x, err := strconv.ParseUint(string(m[1]), 10, 64); err == nil && x > best {
+			best = x
+		}
+	}
+	return best
 }
 
 // flipAcknowledged damages the entry of the newest acknowledged write that
@@ -243,6 +317,13 @@ func CheckDamaged(ops []*Op, faults []*Fault) Verdict {
 	for _, f := range faults {
 		d := f.Damage
 		if d == nil {
+			continue
+		}
+		if d.CuredAt > 0 {
+			// Cured by a snapshot: its answers at or past the entry
+			// come from the leader's state. (A node that applied the
+			// damaged entry instead would have no snapshot to show.)
+			v.Stats[d.Node] = fmt.Sprintf("entry %d damaged, cured by a snapshot at %d", d.Index, d.CuredAt)
 			continue
 		}
 		v.Stats[d.Node] = fmt.Sprintf("entry %d damaged at %s", d.Index, time.Duration(f.Start))

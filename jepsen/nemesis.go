@@ -270,6 +270,11 @@ func (nm *Nemesis) Heal(ctx context.Context) {
 			errs = append(errs, err.Error())
 		}
 	}
+	if a.f.Kind == FaultFlip {
+		if e := nm.settleFlip(ctx, a.f); e != "" { // flip.go
+			errs = append(errs, e)
+		}
+	}
 	if v := a.removed; v != nil {
 		if err := nm.c.Start(v, false); err != nil {
 			errs = append(errs, err.Error())
