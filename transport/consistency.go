@@ -331,7 +331,9 @@ func (s *Server) internalCheck(w http.ResponseWriter, r *http.Request) {
 // replica out of service.
 func (s *Server) internalConsistency(w http.ResponseWriter, r *http.Request) {
 	if viaPeer, _ := r.Context().Value(viaPeerKey{}).(bool); !viaPeer {
-		writeError(w, CodeForbidden, "POST /v1/internal/consistency is accepted only from cluster members, over the Raft port")
+		// Not a client route at all (so not a role matter: even admin
+		// gets no further).
+		writeError(w, CodeNotFound, "POST /v1/internal/consistency is served only to cluster members, on the Raft port")
 		return
 	}
 	body, ok := s.readBody(w, r)

@@ -113,7 +113,7 @@ func TestConsistencyVerdictOnlyFromPeers(t *testing.T) {
 	n := c.waitLeader()
 	body := transport.CheckJSON{Index: 5, Status: transport.CheckMismatch, Odd: []string{n.id}, Members: []transport.CheckMemberJSON{
 		{ID: n.id, Status: transport.MemberOK, Digest: "a"}, {ID: "x", Status: transport.MemberOK, Digest: "b"}, {ID: "y", Status: transport.MemberOK, Digest: "b"}}}
-	n.must(http.StatusForbidden, http.MethodPost, "/v1/internal/consistency", body)
+	n.must(http.StatusNotFound, http.MethodPost, "/v1/internal/consistency", body)
 	n.must(http.StatusOK, http.MethodGet, "/readyz", nil)
 	r := n.must(http.StatusBadRequest, http.MethodGet, "/v1/internal/check/zero", nil)
 	if e := errorOf(t, r); !strings.Contains(e.Message, "index") {
