@@ -134,6 +134,7 @@ type Node struct {
 	snaps  *checkedSnapshots    // snapstore.go
 	gate   atomic.Pointer[Gate] // check.go
 	opened chan struct{}        // closed once raft is set
+	checks *checkDigests        // consistency.go
 
 	stop     chan struct{}
 	stopOnce sync.Once
@@ -200,6 +201,8 @@ func Open(cfg Config) (*Node, error) {
 	f.SetGapCheck(n.checkGap) // check.go
 	f.SetRestorePosition(snaps.position)
 	f.OnHalt(n.onHalt)
+	n.checks = newCheckDigests()
+	f.OnCheck(n.checks.enqueue) // consistency.go
 	r, err := raft.NewRaft(rc, f, logs, store, snaps, trans)
 	if err != nil {
 		trans.Close()
@@ -209,6 +212,8 @@ func Open(cfg Config) (*Node, error) {
 	n.raft, n.transport = r, trans
 	n.view.Store(r)
 	close(n.opened)
+	n.wg.Add(1)
+	go n.digestChecks() // consistency.go
 	n.proposer = newProposer(n)
 
 	if cfg.Bootstrap {

@@ -102,6 +102,8 @@ func (s *State) apply(index uint64, op Op) Result {
 		return s.ackConsumer(op)
 	case *DropConsumer:
 		return s.dropConsumer(op)
+	case *ConsistencyCheck:
+		return Result{} // the state is unchanged; the FSM adapter digests it (consistency.go)
 	}
 	return Result{Err: errorf(CodeUnknownCommand, "unknown operation %T", op)}
 }

@@ -45,6 +45,8 @@ func (t Type) String() string {
 		return "ack_consumer"
 	case TypeDropConsumer:
 		return "drop_consumer"
+	case TypeConsistencyCheck:
+		return "consistency_check"
 	}
 	return "unknown"
 }

@@ -89,6 +89,7 @@ func (e *encoder) payload(op Op) {
 	case *ExecuteUpgrade:
 		e.str(op.BundleID)
 		e.upgradeRequest(&op.Request)
+	case *ConsistencyCheck: // no payload
 	default:
 		e.boundedPayload(op) // retention.go's commands: bounded_codec.go
 	}
@@ -174,6 +175,8 @@ func decodePayload(typ Type, version uint8, body []byte) (Op, *Error) {
 		op = &SeedMembership{BundleID: d.str(), Members: d.strs()}
 	case TypeExecuteUpgrade:
 		op = &ExecuteUpgrade{BundleID: d.str(), Request: *d.upgradeRequest()}
+	case TypeConsistencyCheck:
+		op = &ConsistencyCheck{} // any payload byte is trailing data: refused below
 	default:
 		op = d.boundedPayload(typ) // bounded_codec.go
 	}

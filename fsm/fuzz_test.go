@@ -88,6 +88,7 @@ func fzCommands() []Command {
 			RequestIDTTLMillis: 60000, RequestIDBudgetBytes: MinRequestIDBudget}, AtMillis: 1700000000000}},
 		{Op: &AckConsumer{Name: "audit", Through: 1, AtMillis: 1700000000001}},
 		{Op: &DropConsumer{Name: "audit", AtMillis: 1700000000002}},
+		{Op: &ConsistencyCheck{}},
 	}
 }
 
@@ -212,6 +213,9 @@ func FuzzDecodeEntry(f *testing.F) {
 	damaged[len(damaged)/2] ^= 0x40
 	f.Add(damaged)
 	f.Add([]byte{EntryFormatChecked, 0, 0, 0})
+	// A consistency check (type 20, no payload) and one with a payload byte.
+	f.Add([]byte{EntryFormatUnchecked, 1, byte(TypeConsistencyCheck), CommandVersion, 0, 0})
+	f.Add([]byte{EntryFormatUnchecked, 1, byte(TypeConsistencyCheck), CommandVersion, 0, 1, 0})
 
 	f.Fuzz(func(t *testing.T, data []byte) {
 		decoded, err := DecodeEntry(data)

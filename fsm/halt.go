@@ -126,6 +126,7 @@ func (f *FSM) applyEntryLocked(l *raft.Log) interface{} {
 	for i := range decoded {
 		results[i] = f.state.Apply(l.Index, decoded[i].Command)
 	}
+	f.checkEntryLocked(l.Index, decoded) // consistency.go
 	return results
 }
 

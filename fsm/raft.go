@@ -31,6 +31,7 @@ type FSM struct {
 	halted   *HaltError                     // halt.go: set once an entry cannot be applied
 	gapCheck func(first, last uint64) error // halt.go
 	onHalt   func(*HaltError)
+	onCheck  func(index uint64, st *State) // consistency.go
 	// restorePos places a snapshot whose header has no index (halt.go).
 	restorePos func() (index, term uint64, ok bool)
 }

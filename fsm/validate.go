@@ -226,7 +226,7 @@ func Check(op Op) *Error {
 		if op.Class.String() == "invalid" {
 			return invalidf("class", "must be native, delegated_in or delegated_out")
 		}
-	case *RemoveFootprint, *SetCapabilities:
+	case *RemoveFootprint, *SetCapabilities, *ConsistencyCheck:
 	case *Delegate:
 		return checkDelegation("", &op.Delegation)
 	case *OpenSession:

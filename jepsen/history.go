@@ -57,6 +57,7 @@ type Op struct {
 	Attempts  []Attempt `json:"attempts,omitempty"`
 	FactSeq   uint64    `json:"fact_seq,omitempty"`
 	Index     uint64    `json:"index,omitempty"`   // write: the Raft index it was applied at; read: the applied index its answer reflected (X-Reconf-Index)
+	Served    string    `json:"served,omitempty"`  // read: the node whose state answered (the confirming leader, or the node asked for a stale read)
 	Resend    *Resend   `json:"resend,omitempty"`  // the same request sent again after the answer
 	Classes   []uint8   `json:"classes,omitempty"` // read_footprint: every session's class at A
 	Missing   bool      `json:"missing,omitempty"` // read_footprint: authority_not_found
@@ -83,6 +84,7 @@ type Fault struct {
 	Nodes  []string `json:"nodes,omitempty"`
 	Detail string   `json:"detail,omitempty"`
 	Error  string   `json:"error,omitempty"`
+	Damage *Damage  `json:"damage,omitempty"` // flip-byte (flip.go)
 }
 
 // History records ops and faults against one clock.

@@ -20,7 +20,7 @@ const (
 )
 
 // AllFaults is every nemesis, in the order the README lists them.
-var AllFaults = []string{FaultHalves, FaultIsolate, FaultRing, FaultKill, FaultPause, FaultRemove}
+var AllFaults = []string{FaultHalves, FaultIsolate, FaultRing, FaultKill, FaultPause, FaultRemove, FaultFlip}
 
 // Nemesis injects one fault at a time on a schedule: heal, wait, fault,
 // wait, heal, ...
@@ -43,6 +43,7 @@ type activeFault struct {
 	killed  []*Node
 	paused  *Node
 	removed *Node
+	flipped *Node // flip.go: stopped, log damaged, restarted at heal
 	net     bool
 }
 
@@ -189,6 +190,12 @@ func (nm *Nemesis) inject(ctx context.Context, kind string) {
 		}
 	case FaultRemove:
 		v := nodes[mrand.IntN(n)]
+		if _, damaged := nm.c.damaged.get(v.ID); damaged {
+			// Re-joined empty it would be healthy again, and the checks
+			// that expect it halted (flip.go) would be wrong.
+			f.Detail = v.ID + " is damaged on purpose (flip-byte): nothing done"
+			break
+		}
 		f.Nodes = []string{v.ID}
 		rctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 		err = nm.c.all.Remove(rctx, v.ID)
@@ -212,6 +219,8 @@ func (nm *Nemesis) inject(ctx context.Context, kind string) {
 			break
 		}
 		err = nm.c.Wipe(v)
+	case FaultFlip:
+		a.flipped, err = nm.injectFlip(ctx, f) // flip.go
 	}
 	if err != nil {
 		f.Error = err.Error()
@@ -254,6 +263,16 @@ func (nm *Nemesis) Heal(ctx context.Context) {
 	for _, v := range a.killed {
 		if err := nm.c.Start(v, false); err != nil {
 			errs = append(errs, err.Error())
+		}
+	}
+	if v := a.flipped; v != nil {
+		if err := nm.c.Start(v, false); err != nil {
+			errs = append(errs, err.Error())
+		}
+	}
+	if a.f.Kind == FaultFlip {
+		if e := nm.settleFlip(ctx, a.f); e != "" { // flip.go
+			errs = append(errs, e)
 		}
 	}
 	if v := a.removed; v != nil {

@@ -67,6 +67,7 @@ type Cluster struct {
 	http    *http.Client
 	clients []*transport.Client // one per node, no retries, no leader following
 	all     *transport.Client   // every node, follows the leader, retries
+	damaged damagedNodes        // flip.go: nodes the nemesis damaged on purpose
 }
 
 // NewCluster describes the nodes; nothing starts yet.
@@ -358,7 +359,12 @@ func (c *Cluster) waitReadyz(ctx context.Context, n *Node, timeout time.Duration
 
 func (c *Cluster) readyOnce(ctx context.Context) error {
 	for i, n := range c.Nodes {
-		if err := c.readyz(ctx, n); err != nil {
+		if _, damaged := c.damaged.get(n.ID); damaged {
+			// flip.go: it must stay halted, and still be a member.
+			if err := c.expectHalted(ctx, n); err != nil {
+				return err
+			}
+		} else if err := c.readyz(ctx, n); err != nil {
 			return err
 		}
 		st, err := c.status(ctx, i, 2*time.Second)

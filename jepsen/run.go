@@ -298,6 +298,7 @@ func runPhases(ctx context.Context, cfg Config, cl *Cluster, h *History, sum *Su
 	}
 	sum.Checkers["exactly_once"] = CheckResends(ops)
 	sum.Checkers["read_index"] = CheckReadIndexes(ops, h.Faults())
+	sum.Checkers["damaged"] = CheckDamaged(ops, h.Faults()) // flip.go
 	ids := map[string]any{"sessions": w.Sessions, "authorities": w.Auths}
 	writeJSON(filepath.Join(cfg.ResultsDir, "ids.json"), ids)
 	return nil
@@ -324,6 +325,7 @@ func checkDigests(ctx context.Context, cl *Cluster) Verdict {
 		ds := make([]*transport.DigestJSON, len(cl.Nodes))
 		ok := true
 		last = last[:0]
+		var halted []string
 		for i, n := range cl.Nodes {
 			dctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 			d, err := cl.Client(i).Digest(dctx)
@@ -333,21 +335,42 @@ func checkDigests(ctx context.Context, cl *Cluster) Verdict {
 				last = append(last, n.ID+": "+err.Error())
 				continue
 			}
+			if dmg, damaged := cl.damaged.get(n.ID); damaged {
+				// flip.go: halted before its damaged entry, it has no
+				// digest at the others' index; it must not have one at
+				// or past the damaged entry either.
+				if d.Index >= dmg.Index {
+					v.fail("%s, damaged at entry %d, reports a digest at index %d", n.ID, dmg.Index, d.Index)
+				}
+				halted = append(halted, fmt.Sprintf("%s: halted at index %d", n.ID, d.Index))
+				continue
+			}
 			ds[i] = d
 			last = append(last, fmt.Sprintf("%s: index %d digest %.16s", n.ID, d.Index, d.Digest))
 		}
 		if ok {
+			var first *transport.DigestJSON
+			firstID := ""
 			same := true
-			for _, d := range ds[1:] {
-				same = same && d.Index == ds[0].Index
+			for i, d := range ds {
+				if d == nil {
+					continue // damaged on purpose, judged above
+				}
+				if first == nil {
+					first, firstID = d, cl.Nodes[i].ID
+				}
+				same = same && d.Index == first.Index
 			}
-			if same {
-				v.Checked = len(ds)
-				v.Stats["index"] = ds[0].Index
+			if same && first != nil {
+				v.Checked = len(ds) - len(halted)
+				v.Stats["index"] = first.Index
 				v.Stats["digests"] = append([]string(nil), last...)
-				for i, d := range ds[1:] {
-					if d.Digest != ds[0].Digest {
-						v.fail("%s digest %s != %s digest %s at index %d", cl.Nodes[i+1].ID, d.Digest, cl.Nodes[0].ID, ds[0].Digest, d.Index)
+				if len(halted) > 0 {
+					v.Stats["halted"] = halted
+				}
+				for i, d := range ds {
+					if d != nil && d.Digest != first.Digest {
+						v.fail("%s digest %s != %s digest %s at index %d", cl.Nodes[i].ID, d.Digest, firstID, first.Digest, d.Index)
 					}
 				}
 				return v
@@ -364,6 +387,15 @@ func checkDigests(ctx context.Context, cl *Cluster) Verdict {
 func checkCoherence(ctx context.Context, cl *Cluster) Verdict {
 	v := Verdict{Valid: true}
 	for _, n := range cl.Nodes {
+		if _, damaged := cl.damaged.get(n.ID); damaged {
+			// flip.go: it answers no read; it must still be halted.
+			if err := cl.expectHalted(ctx, n); err != nil {
+				v.fail("%v", err)
+			} else {
+				v.Checked++
+			}
+			continue
+		}
 		c := transport.NewClient([]string{n.HTTP}, transport.WithHTTPClient(cl.http))
 		c.Stale, c.FollowLeader, c.RetryFor = true, false, 0
 		var res *transport.CoherenceJSON
@@ -419,7 +451,7 @@ func finish(cfg Config, h *History, sum *Summary, began time.Time) {
 		sum.FaultCount[f.Kind]++
 	}
 	sum.Valid = sum.Error == "" && len(sum.Checkers) > 0
-	for _, name := range []string{"linearizable", "bundles", "facts", "exactly_once", "coherence", "digests", "leaders", "cluster_recovered", "no_crashes"} {
+	for _, name := range []string{"linearizable", "bundles", "facts", "exactly_once", "coherence", "digests", "leaders", "cluster_recovered", "no_crashes", "damaged"} {
 		v, ok := sum.Checkers[name]
 		if !ok {
 			sum.Valid = false

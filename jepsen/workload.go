@@ -186,6 +186,7 @@ func (w *Workload) read(hard context.Context, op *Op, i int, do func(ctx context
 	end := w.h.Now()
 	op.Attempts = []Attempt{{Node: w.c.Nodes[i].ID, Start: op.Invoke, End: end}}
 	op.Index = answer.Index
+	op.Served = w.c.servedBy(i, answer) // flip.go
 	if err != nil {
 		op.Attempts[0].Err = err.Error()
 		op.Type, op.Complete, op.Error = TypeFail, end, err.Error()

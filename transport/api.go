@@ -380,6 +380,9 @@ type StatusJSON struct {
 	AppliedIndex uint64     `json:"applied_index"`
 	Nodes        []NodeJSON `json:"nodes"`
 	Self         string     `json:"self"`
+	// Consistency is the consistency check in force on this node
+	// (consistency.go); absent before the first since it started.
+	Consistency *CheckJSON `json:"consistency,omitempty"`
 }
 
 // JoinRequest is POST /v1/cluster/join.

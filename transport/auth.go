@@ -466,6 +466,9 @@ var requiredRoles = map[string]Role{
 	"POST /v1/cluster/restore":                             RoleAdmin,
 	"GET /v1/cluster/digest":                               RoleRead,
 	"GET /v1/internal/node":                                RoleRead,
+	"POST /v1/cluster/check":                               RoleAdmin,
+	"GET /v1/internal/check/{index}":                       RoleRead,
+	"POST /v1/internal/consistency":                        RoleAdmin, // and only over the Raft port
 	"GET /healthz":                                         RoleNone,
 	"GET /readyz":                                          RoleNone,
 	"GET /metrics":                                         RoleRead,

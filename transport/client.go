@@ -229,6 +229,7 @@ type AnswerInfo struct {
 	Status      int    // HTTP status
 	Index       uint64 // X-Reconf-Index: the applied index the answer reflects; 0 if absent
 	Consistency string // X-Reconf-Consistency on reads: linearizable or stale
+	Leader      string // X-Reconf-Leader: the leader that confirmed a linearizable read (its HTTP address)
 }
 
 type answerInfoKey struct{}
@@ -246,7 +247,8 @@ func noteAnswer(ctx context.Context, addr string, resp *http.Response) {
 		return
 	}
 	index, _ := strconv.ParseUint(resp.Header.Get(HeaderIndex), 10, 64)
-	*info = AnswerInfo{Addr: addr, Status: resp.StatusCode, Index: index, Consistency: resp.Header.Get(HeaderConsistency)}
+	*info = AnswerInfo{Addr: addr, Status: resp.StatusCode, Index: index, Consistency: resp.Header.Get(HeaderConsistency),
+		Leader: resp.Header.Get(HeaderLeader)}
 }
 
 // Addrs lists the addresses the client was given.
@@ -489,6 +491,12 @@ func (c *Client) SetCapabilities(ctx context.Context, reconfiguration bool) (*Ca
 func (c *Client) Status(ctx context.Context) (*StatusJSON, error) {
 	var out StatusJSON
 	return &out, c.call(ctx, http.MethodGet, "/v1/cluster/status", nil, &out)
+}
+
+// Check runs a replica consistency check (POST /v1/cluster/check).
+func (c *Client) Check(ctx context.Context) (*CheckJSON, error) {
+	var out CheckJSON
+	return &out, c.call(ctx, http.MethodPost, "/v1/cluster/check", nil, &out)
 }
 
 func (c *Client) Join(ctx context.Context, req JoinRequest) error {

@@ -36,13 +36,13 @@ func TestLocalSupportAdvertised(t *testing.T) {
 	}
 	mustContain(t, "internal/node", string(body), `"entry_format":2`, `"command_version":1`, `"set_capabilities"`, `"cluster_id":"`+n.node.ClusterID()+`"`)
 	// Everything the baseline release encodes, this one does too. The
-	// bounded-state types (fsm/retention.go) are the only additions: a
-	// member never heard from holds them back, and only them, which is
-	// what keeps a mixed cluster out of bounded mode until every member
-	// advertises them.
+	// bounded-state types (fsm/retention.go) and consistency_check are the
+	// only additions: a member never heard from holds them back, and only
+	// them, which keeps a mixed cluster out of bounded mode until every
+	// member advertises them.
 	got := LocalSupport()
 	added := slices.DeleteFunc(slices.Clone(got.CommandTypes), func(n string) bool { return slices.Contains(baselineSupport.CommandTypes, n) })
-	if !slices.Equal(added, []string{"set_retention", "ack_consumer", "drop_consumer"}) ||
+	if !slices.Equal(added, []string{"set_retention", "ack_consumer", "drop_consumer", fsm.TypeConsistencyCheck.String()}) ||
 		len(got.CommandTypes)-len(added) != len(baselineSupport.CommandTypes) ||
 		got.CommandVersion != baselineSupport.CommandVersion {
 		t.Fatalf("LocalSupport %+v against the baseline %+v: a new type or version needs a new baseline rule", got, baselineSupport)

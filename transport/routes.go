@@ -40,6 +40,9 @@ func (s *Server) routes() {
 	m.HandleFunc("POST /v1/cluster/restore", s.clusterRestore)
 	m.HandleFunc("GET /v1/cluster/digest", s.clusterDigest)
 	m.HandleFunc("GET /v1/internal/node", s.internalNode)
+	m.HandleFunc("POST /v1/cluster/check", s.clusterCheck)               // consistency.go
+	m.HandleFunc("GET /v1/internal/check/{index}", s.internalCheck)      // consistency.go
+	m.HandleFunc("POST /v1/internal/consistency", s.internalConsistency) // consistency.go
 	m.HandleFunc("GET /healthz", s.healthz)
 	m.HandleFunc("GET /readyz", s.readyz)
 	m.Handle("GET /metrics", s.metrics.handler())
@@ -320,6 +323,7 @@ func (s *Server) clusterStatus(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	out.Nodes = nodes
+	out.Consistency = s.checks.verdict.Load() // consistency.go
 	writeJSON(w, http.StatusOK, out)
 }
 
@@ -501,6 +505,8 @@ func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
 		writeError(w, CodeUnavailable, err.Error())
 	case s.node.Halted() != nil:
 		writeError(w, CodeReplicaHalted, s.node.Halted().Error()+". Replace this node (docs/operations.md, \"A replica that stopped applying\")")
+	case s.inconsistent() != "":
+		writeError(w, CodeReplicaInconsistent, s.inconsistent()+". Replace this node (docs/operations.md, \"A replica that disagrees\")")
 	case s.node.StorageError() != nil:
 		writeError(w, CodeUnavailable, "this node "+s.node.StorageError().Error())
 	case st.LeaderAddr == "":

@@ -50,6 +50,9 @@ type ServerConfig struct {
 	// ExtraMetrics is served on /metrics beside the node's own (reconfd
 	// passes hashicorp/raft's go-metrics there); nil: none.
 	ExtraMetrics prometheus.Gatherer
+	// ConsistencyCheckInterval: while this node leads, it runs a replica
+	// consistency check this often (consistency.go); 0: only on demand.
+	ConsistencyCheckInterval time.Duration
 }
 
 // Server is the HTTP API v1 of one node.
@@ -63,6 +66,7 @@ type Server struct {
 	gate    *versionGate   // gate.go
 	support CommandSupport // what this node advertises
 	watches atomic.Int64   // open watches (limits.go)
+	checks  consistency    // consistency.go
 }
 
 // NewServer builds the API handler for a node.
@@ -112,6 +116,10 @@ func NewServer(cfg ServerConfig) *Server {
 		cfg.Mux.SetClusterID(cfg.Node.ClusterID) // identity.go
 	}
 	s.routes()
+	s.metrics.reg.MustRegister(consistencyCollector{s}) // consistency.go
+	if cfg.ConsistencyCheckInterval > 0 {
+		go s.checkLoop(cfg.ConsistencyCheckInterval)
+	}
 	return s
 }
 
@@ -171,7 +179,7 @@ func statusOf(code string) int {
 		return http.StatusConflict
 	}
 	switch code {
-	case CodeUnavailable, CodeUnknownOutcome, CodeReplicaHalted:
+	case CodeUnavailable, CodeUnknownOutcome, CodeReplicaHalted, CodeReplicaInconsistent:
 		return http.StatusServiceUnavailable
 	case CodeNotFound:
 		return http.StatusNotFound
@@ -296,6 +304,10 @@ func (s *Server) read(w http.ResponseWriter, r *http.Request, serve func(st *fsm
 		// Neither a stale nor a linearizable read: the state may be
 		// behind, or wrong, for good.
 		writeError(w, CodeReplicaHalted, err.Error())
+		return
+	}
+	if why := s.inconsistent(); why != "" { // consistency.go: known wrong
+		writeError(w, CodeReplicaInconsistent, why)
 		return
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), s.cfg.RequestTimeout)

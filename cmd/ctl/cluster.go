@@ -46,6 +46,7 @@ Example:
    reconfctl cluster status`,
 				Action: action(s, 0, 0, "", clusterStatus),
 			},
+			clusterCheckCommand(s), // check.go
 			{
 				Name:      "join",
 				Usage:     "add a node to the cluster",
@@ -164,7 +165,11 @@ func clusterStatus(ctx context.Context, c *cli.Context, x *conn) error {
 	for _, n := range st.Nodes {
 		t.row(n.ID, dash(n.RaftAddr), dash(n.HTTPAddr), dash(n.Suffrage), dash(n.State))
 	}
-	return t.flush()
+	if err := t.flush(); err != nil {
+		return err
+	}
+	printConsistency(x.stdout, st.Consistency) // check.go
+	return nil
 }
 
 func clusterJoin(ctx context.Context, c *cli.Context, x *conn) error {

@@ -14,6 +14,7 @@ import (
 	"path/filepath"
 	"reflect"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -547,6 +548,17 @@ func TestCluster(t *testing.T) {
 	wantContains(t, "digest", out, d1.Digest)
 	out = n.ok(t, "cluster", "digest", "--all")
 	wantContains(t, "digest --all", out, n.addr, d1.Digest)
+
+	// A check of the one replica: its digest at the check is the state's
+	// (a check entry changes nothing), and status shows the check.
+	out = n.ok(t, "cluster", "check")
+	wantContains(t, "check", out, "status: consistent", "t1", "ok", d1.Digest)
+	var cv transport.CheckJSON
+	n.jsonOf(t, &cv, "cluster", "check")
+	if cv.Status != transport.CheckConsistent || len(cv.Members) != 1 || cv.Members[0].Digest != d1.Digest {
+		t.Fatalf("check json %+v", cv)
+	}
+	wantContains(t, "status after a check", n.ok(t, "cluster", "status"), "consistency: consistent at index "+strconv.FormatUint(cv.Index, 10))
 
 	file := filepath.Join(t.TempDir(), "backup.snap")
 	out = n.ok(t, "cluster", "backup", file)

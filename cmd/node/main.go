@@ -78,6 +78,8 @@ func flags() []cli.Flag {
 		&cli.DurationFlag{Name: "election-timeout", Value: time.Second, EnvVars: env("ELECTION_TIMEOUT"), Usage: "Raft election timeout"},
 		&cli.DurationFlag{Name: "shutdown-timeout", Value: 10 * time.Second, EnvVars: env("SHUTDOWN_TIMEOUT"), Usage: "bound on a graceful shutdown"},
 		&cli.IntFlag{Name: "max-conns", Value: transport.DefaultMaxConns, EnvVars: env("MAX_CONNS"), Usage: "connections the API and the Raft port each accept at once; more are closed at once"},
+		&cli.DurationFlag{Name: "consistency-check-interval", Value: 10 * time.Minute, EnvVars: env("CONSISTENCY_CHECK_INTERVAL"),
+			Usage: "while leading, run a replica consistency check this often (digests compared at one log index; 0: only on demand, reconfctl cluster check)"},
 		&cli.IntFlag{Name: "max-watches", Value: transport.DefaultMaxWatches, EnvVars: env("MAX_WATCHES"), Usage: "open GET /v1/facts/watch streams this node serves at once (503 beyond)"},
 		&cli.BoolFlag{Name: "unsafe-local-reads", EnvVars: env("UNSAFE_LOCAL_READS"), Hidden: true, Usage: "TEST ONLY: serve linearizable reads from local state without a leader check"},
 	}
@@ -164,7 +166,8 @@ func run(c *cli.Context) error {
 	api := transport.NewServer(transport.ServerConfig{
 		Node: node, Mux: mux, AdvertiseHTTP: advHTTP, Logger: logger.Named("api"),
 		UnsafeLocalReads: c.Bool("unsafe-local-reads"), Auth: sec.auth, MaxWatches: c.Int("max-watches"),
-		ExtraMetrics: raftMetrics,
+		ExtraMetrics:             raftMetrics,
+		ConsistencyCheckInterval: c.Duration("consistency-check-interval"),
 	})
 	ln, err := net.Listen("tcp", c.String("http-addr"))
 	if err != nil {
