@@ -418,12 +418,22 @@ func TestBackupRestoreOnNode(t *testing.T) {
 // (no fallback to the log), at most one per read, a read sees
 // every write acknowledged before it, and followers refuse.
 func TestLinearizableReadsConfirmOnTheRaftPort(t *testing.T) {
-	n1 := newNode(t, "r1", true)
+	// Timeouts long enough that a loaded machine does not move the lead
+	// away from r1 in the middle of the test.
+	slow := func(c *cluster.Config) {
+		c.HeartbeatTimeout, c.ElectionTimeout, c.LeaderLease = 3*time.Second, 3*time.Second, 2*time.Second
+	}
+	start := func(id string, bootstrap bool) *tnode {
+		tn := &tnode{id: id, dir: t.TempDir(), bootstrap: bootstrap, tune: slow}
+		tn.open(t)
+		return tn
+	}
+	n1 := start("r1", true)
 	defer n1.close()
 	waitReady(t, n1.n)
-	n2 := newNode(t, "r2", false)
+	n2 := start("r2", false)
 	defer n2.close()
-	n3 := newNode(t, "r3", false)
+	n3 := start("r3", false)
 	defer n3.close()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
