@@ -497,3 +497,32 @@ func TestLinearizableReadsConfirmOnTheRaftPort(t *testing.T) {
 func sameOutcome(a, b *fsm.Outcome) bool {
 	return a != nil && b != nil && fmt.Sprintf("%+v", *a) == fmt.Sprintf("%+v", *b)
 }
+
+// TestLinearizableReadsFallBackToTheLog: when no voter answers the
+// confirmation (an older release), reads confirm through a log entry, and
+// the next read does not wait for an index the state never reports.
+func TestLinearizableReadsFallBackToTheLog(t *testing.T) {
+	n1 := newNode(t, "f1", true)
+	defer n1.close()
+	waitReady(t, n1.n)
+	n2 := newNode(t, "f2", false)
+	defer n2.close()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if err := n1.n.Join(ctx, n2.id, n2.addr, true); err != nil {
+		t.Fatal(err)
+	}
+	n1.n.BreakConfirmationsForTest()
+	before := n1.n.ReadStats()
+	for i := 0; i < 3; i++ {
+		rctx, rcancel := context.WithTimeout(ctx, 5*time.Second)
+		err := n1.n.LinearizableRead(rctx)
+		rcancel()
+		if err != nil {
+			t.Fatalf("read %d with confirmations broken: %v", i, err)
+		}
+	}
+	if f := n1.n.ReadStats().Fallbacks - before.Fallbacks; f != 3 {
+		t.Fatalf("%d fallbacks for 3 reads", f)
+	}
+}

@@ -24,9 +24,10 @@ package cluster
 // serves must be noted after its reads arrived.
 //
 // A round that gets too few answers (peers down, or running a version that
-// does not speak the protocol) falls back to a log round, raft.Barrier: an
-// entry appended in this term after the read arrived can only be committed
-// by replies to requests that carry it, so stale replies cannot commit it.
+// does not speak the protocol) falls back to a log round, an empty command
+// committed through Raft: an entry appended in this term after the read
+// arrived can only be committed by replies to requests that carry it, so
+// stale replies cannot commit it.
 
 import (
 	"context"
@@ -188,18 +189,18 @@ func newConfirmer(dial func(string, time.Duration) (net.Conn, error)) *confirmer
 	return c
 }
 
-func (c *confirmer) peer(addr string) *confirmPeer {
+func (c *confirmer) peer(addr string) (*confirmPeer, func(string, time.Duration) (net.Conn, error)) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.closed {
-		return nil
+		return nil, nil
 	}
 	p := c.peers[addr]
 	if p == nil {
 		p = &confirmPeer{}
 		c.peers[addr] = p
 	}
-	return p
+	return p, c.dial
 }
 
 func (c *confirmer) close() {
@@ -226,7 +227,7 @@ var (
 // ask sends one request to addr and waits for the answer that echoes its
 // nonce, until deadline.
 func (c *confirmer) ask(addr string, req confirmRequest, deadline time.Time) (confirmAnswer, error) {
-	p := c.peer(addr)
+	p, dial := c.peer(addr)
 	if p == nil {
 		return confirmAnswer{}, ErrShutdown
 	}
@@ -239,7 +240,7 @@ func (c *confirmer) ask(addr string, req confirmRequest, deadline time.Time) (co
 	}
 	fresh := false
 	if p.conn == nil {
-		conn, err := c.dial(addr, time.Until(deadline))
+		conn, err := dial(addr, time.Until(deadline))
 		if err != nil {
 			return confirmAnswer{}, err
 		}
@@ -389,7 +390,7 @@ func (b *readBatcher) loop() {
 // ReadStats counts the work of linearizable reads on this node.
 type ReadStats struct {
 	Rounds    uint64 // confirmation rounds run as leader
-	Fallbacks uint64 // rounds that fell back to a log round (Barrier)
+	Fallbacks uint64 // rounds that fell back to a log round (an empty command)
 }
 
 type readCounters struct {
@@ -421,7 +422,11 @@ func (n *Node) readIndexRound() (uint64, error) {
 	if errors.Is(err, errUnconfirmed) {
 		n.reads.fallbacks.Add(1)
 		n.logger.Debug("leadership confirmation got too few answers; confirming through the log", "term", term)
-		if berr := n.raft.Barrier(n.cfg.ApplyTimeout).Error(); berr != nil {
+		// An empty command, not raft.Barrier: the state machine sees it
+		// and counts its index as applied. A barrier entry never reaches
+		// the FSM, so a commit index that ends on one would keep every
+		// later read waiting for an index the state never reports.
+		if aerr := n.raft.Apply(nil, n.cfg.ApplyTimeout).Error(); aerr != nil {
 			return 0, ErrNotLeader
 		}
 		err = nil
